@@ -1,0 +1,22 @@
+//! The pool's one inter-process contract, shared by `pool-server` and `ws-miner`.
+//!
+//! This crate does no I/O, no async and no logging: it is pure data and pure functions, so both
+//! sides (and their tests) agree on exactly the same bytes.
+//!
+//! # Layout
+//! - [`canonical`]: the block string, i.e. the exact text of Python's
+//!   `json.dumps(value, sort_keys=True)` for any JSON value.
+//! - [`block`]: [`Block`] and [`Transaction`], the genesis block and the block hash.
+//! - [`pow`]: [`Difficulty`] (leading hex zeroes) and the proof check.
+//! - [`message`]: the WebSocket messages ([`ServerMessage`], [`ClientMessage`]) and their parsing
+//!   of untrusted input.
+
+pub mod block;
+pub mod canonical;
+pub mod message;
+pub mod pow;
+
+pub use block::{Block, BlockHash, Transaction};
+pub use canonical::{block_string, to_python_json};
+pub use message::{ClientMessage, MessageError, ProofSubmission, RejectReason, ServerMessage};
+pub use pow::{Difficulty, DifficultyError, proof_digest};

@@ -1,0 +1,315 @@
+//! The WebSocket messages (JSON text frames on `/ws`) and the parsing of untrusted input.
+//!
+//! Parsing goes through [`serde_json::Value`] and checks each field by hand rather than through
+//! derived `Deserialize` impls, so every rejection names the field and what was wrong with it
+//! (`"proof" must be a non-negative integer that fits in 64 bits, got -1`). The HTTP routes use the
+//! same checks ([`ProofSubmission::from_value`]), so both transports reject alike.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::block::Block;
+use crate::pow::Difficulty;
+
+/// The largest accepted miner id, in bytes after trimming.
+pub const MAX_ID_BYTES: usize = 128;
+/// The `message` of an accepted proof, exactly as the course's server says it.
+pub const FORGED: &str = "New Block Forged";
+
+/// Why a proof was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// Valid for a block that someone else already extended.
+    Stale,
+    /// Not valid for the current block nor for any recent one.
+    Invalid,
+}
+
+impl RejectReason {
+    /// Returns the wire name (`"stale"`, `"invalid"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Stale => "stale",
+            RejectReason::Invalid => "invalid",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stale" => Some(RejectReason::Stale),
+            "invalid" => Some(RejectReason::Invalid),
+            _ => None,
+        }
+    }
+}
+
+/// A message from the server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The latest block: sent on connect, on request and broadcast whenever a block is forged.
+    Block {
+        /// The block to mine on. A `Value` so that a miner can mine any server's block shape.
+        block: Value,
+        /// Leading hex zeroes a proof needs.
+        difficulty: Difficulty,
+    },
+    /// The answer to a proof, sent to its sender only.
+    Result {
+        /// Whether the proof won a block.
+        accepted: bool,
+        /// `"New Block Forged"` when accepted, else a sentence saying why not.
+        message: String,
+        /// Why it was rejected; `null` when accepted.
+        reason: Option<RejectReason>,
+        /// The index of the chain's last block after this proof was handled.
+        index: u64,
+    },
+    /// A frame the server could not use; the connection stays open.
+    Error {
+        /// What was wrong with the frame.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// Returns the `block` message for `block`.
+    pub fn block(block: &Block, difficulty: Difficulty) -> Self {
+        ServerMessage::Block { block: block.to_value(), difficulty }
+    }
+
+    /// Returns the JSON text of this message.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialise")
+    }
+
+    /// Parses a server message from untrusted text.
+    ///
+    /// # Errors
+    /// When the text is not JSON, not an object, has an unknown `type`, or a field is missing or
+    /// of the wrong type.
+    pub fn from_json(text: &str) -> Result<Self, MessageError> {
+        let mut obj = parse_object(text)?;
+        match take_type(&mut obj)?.as_str() {
+            "block" => {
+                let block = obj.remove("block").ok_or(MessageError::Missing("block"))?;
+                if !block.is_object() {
+                    return Err(MessageError::wrong("block", "an object", &block));
+                }
+                let difficulty = match obj.get("difficulty") {
+                    None | Some(Value::Null) => Difficulty::DEFAULT,
+                    Some(v) => v
+                        .as_u64()
+                        .and_then(|z| Difficulty::new(z).ok())
+                        .ok_or_else(|| MessageError::wrong("difficulty", "an integer 1..=64", v))?,
+                };
+                Ok(ServerMessage::Block { block, difficulty })
+            }
+            "result" => {
+                let accepted = match obj.get("accepted") {
+                    Some(Value::Bool(b)) => *b,
+                    Some(v) => return Err(MessageError::wrong("accepted", "a boolean", v)),
+                    None => return Err(MessageError::Missing("accepted")),
+                };
+                let message = match obj.get("message") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => return Err(MessageError::wrong("message", "a string", v)),
+                    None => String::new(),
+                };
+                let reason = match obj.get("reason") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => RejectReason::parse(s),
+                    Some(v) => return Err(MessageError::wrong("reason", "a string", v)),
+                };
+                let index = match obj.get("index") {
+                    None | Some(Value::Null) => 0,
+                    Some(v) => {
+                        v.as_u64().ok_or_else(|| MessageError::wrong("index", "an integer", v))?
+                    }
+                };
+                Ok(ServerMessage::Result { accepted, message, reason, index })
+            }
+            "error" => {
+                let message = match obj.get("message") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => String::new(),
+                };
+                Ok(ServerMessage::Error { message })
+            }
+            other => Err(MessageError::UnknownType(truncate(other))),
+        }
+    }
+}
+
+/// A proof sent by a miner, over WebSocket or `POST /mine`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProofSubmission {
+    /// The proof found.
+    pub proof: u64,
+    /// The miner's id, trimmed of surrounding whitespace.
+    pub id: String,
+    /// The index of the block the proof was found for, when the miner says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
+}
+
+impl ProofSubmission {
+    /// Checks a proof submission's fields: `proof` (non-negative integer that fits in 64 bits),
+    /// `id` (a string, non-empty after trimming, at most [`MAX_ID_BYTES`]), and optional `index`.
+    /// Other fields are ignored, as the course's server ignores them.
+    ///
+    /// # Errors
+    /// Names the first field that is missing or wrong.
+    pub fn from_value(value: &Value) -> Result<Self, MessageError> {
+        let obj = value.as_object().ok_or_else(|| MessageError::NotAnObject(kind_of(value)))?;
+        Self::from_object(obj)
+    }
+
+    fn from_object(obj: &Map<String, Value>) -> Result<Self, MessageError> {
+        let proof = match obj.get("proof") {
+            None => return Err(MessageError::Missing("proof")),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                MessageError::wrong("proof", "a non-negative integer that fits in 64 bits", v)
+            })?,
+        };
+        let id = match obj.get("id") {
+            None => return Err(MessageError::Missing("id")),
+            Some(Value::String(s)) => {
+                let id = s.trim();
+                if id.is_empty() {
+                    return Err(MessageError::EmptyId);
+                }
+                if id.len() > MAX_ID_BYTES {
+                    return Err(MessageError::IdTooLong(id.len()));
+                }
+                id.to_owned()
+            }
+            Some(v) => return Err(MessageError::wrong("id", "a string", v)),
+        };
+        let index = match obj.get("index") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| MessageError::wrong("index", "a non-negative integer", v))?,
+            ),
+        };
+        Ok(ProofSubmission { proof, id, index })
+    }
+}
+
+/// A message from a client to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// A proof for the current block.
+    Proof(ProofSubmission),
+    /// A request for the latest block.
+    LastBlock,
+}
+
+impl ClientMessage {
+    /// Parses a client message from untrusted text.
+    ///
+    /// # Errors
+    /// When the text is not JSON, not an object, has a missing or unknown `type`, or a field is
+    /// missing or of the wrong type.
+    pub fn from_json(text: &str) -> Result<Self, MessageError> {
+        let mut obj = parse_object(text)?;
+        match take_type(&mut obj)?.as_str() {
+            "proof" => Ok(ClientMessage::Proof(ProofSubmission::from_object(&obj)?)),
+            "last_block" => Ok(ClientMessage::LastBlock),
+            other => Err(MessageError::UnknownType(truncate(other))),
+        }
+    }
+
+    /// Returns the JSON text of this message.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("client messages always serialise")
+    }
+}
+
+/// Why a message could not be used. The `Display` text is what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The text is not JSON.
+    #[error("not valid JSON: {0}")]
+    NotJson(String),
+    /// The JSON is not an object.
+    #[error("expected a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    /// The `type` field is missing or not a string.
+    #[error("missing \"type\": expected a string such as \"proof\" or \"last_block\"")]
+    MissingType,
+    /// The `type` is not one this side knows.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// A required field is missing.
+    #[error("missing field {0:?}")]
+    Missing(&'static str),
+    /// A field has the wrong type or range.
+    #[error("{field:?} must be {expected}, got {got}")]
+    Wrong {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+        /// A short rendering of what it was.
+        got: String,
+    },
+    /// The id is empty or only whitespace.
+    #[error("\"id\" must not be empty or only whitespace")]
+    EmptyId,
+    /// The id is longer than [`MAX_ID_BYTES`].
+    #[error("\"id\" is {0} bytes long; at most {MAX_ID_BYTES} are allowed")]
+    IdTooLong(usize),
+}
+
+impl MessageError {
+    fn wrong(field: &'static str, expected: &'static str, got: &Value) -> Self {
+        MessageError::Wrong { field, expected, got: truncate(&got.to_string()) }
+    }
+}
+
+fn parse_object(text: &str) -> Result<Map<String, Value>, MessageError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(other) => Err(MessageError::NotAnObject(kind_of(&other))),
+        Err(e) => Err(MessageError::NotJson(e.to_string())),
+    }
+}
+
+fn take_type(obj: &mut Map<String, Value>) -> Result<String, MessageError> {
+    match obj.remove("type") {
+        Some(Value::String(t)) => Ok(t),
+        _ => Err(MessageError::MissingType),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Shortens untrusted text quoted back in an error, on a character boundary.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
