@@ -137,7 +137,11 @@ mod tests {
     fn winner_is_the_reward_recipient() {
         let mut block = Block::genesis(0.0);
         assert_eq!(block.winner(), None);
-        block.transactions.push(Transaction { sender: "a".into(), recipient: "b".into(), amount: 3 });
+        block.transactions.push(Transaction {
+            sender: "a".into(),
+            recipient: "b".into(),
+            amount: 3,
+        });
         block.transactions.push(Transaction::reward("José 🚀"));
         assert_eq!(block.winner(), Some("José 🚀"));
     }

@@ -86,7 +86,6 @@ pub fn proof_digest(block_string: &str, proof: u64) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,5 +50,8 @@ fn floats_match_python_repr() {
 
 #[test]
 fn keys_sort_by_code_point() {
-    check(json!({"\u{e9}": 1, "z": 2, "Z": 3, "\u{1f680}": 4}), r#"{"Z": 3, "z": 2, "\u00e9": 1, "\ud83d\ude80": 4}"#);
+    check(
+        json!({"\u{e9}": 1, "z": 2, "Z": 3, "\u{1f680}": 4}),
+        r#"{"Z": 3, "z": 2, "\u00e9": 1, "\ud83d\ude80": 4}"#,
+    );
 }

@@ -25,7 +25,10 @@ fn parses_good_client_messages() {
 fn rejects_bad_client_messages_with_reasons() {
     check_client("hello", Err("not valid JSON: expected value at line 1 column 1"));
     check_client("[1]", Err("expected a JSON object, got an array"));
-    check_client(r#"{"proof":1,"id":"a"}"#, Err(r#"missing "type": expected a string such as "proof" or "last_block""#));
+    check_client(
+        r#"{"proof":1,"id":"a"}"#,
+        Err(r#"missing "type": expected a string such as "proof" or "last_block""#),
+    );
     check_client(r#"{"type":"mine"}"#, Err(r#"unknown message type "mine""#));
     check_client(r#"{"type":"proof","id":"a"}"#, Err(r#"missing field "proof""#));
     check_client(
@@ -42,10 +45,15 @@ fn rejects_bad_client_messages_with_reasons() {
     );
     check_client(
         r#"{"type":"proof","proof":18446744073709551616,"id":"a"}"#,
-        Err(r#""proof" must be a non-negative integer that fits in 64 bits, got 1.8446744073709552e+19"#),
+        Err(
+            r#""proof" must be a non-negative integer that fits in 64 bits, got 1.8446744073709552e+19"#,
+        ),
     );
     check_client(r#"{"type":"proof","proof":1,"id":7}"#, Err(r#""id" must be a string, got 7"#));
-    check_client(r#"{"type":"proof","proof":1,"id":" \n"}"#, Err(r#""id" must not be empty or only whitespace"#));
+    check_client(
+        r#"{"type":"proof","proof":1,"id":" \n"}"#,
+        Err(r#""id" must not be empty or only whitespace"#),
+    );
     let long = "x".repeat(MAX_ID_BYTES + 1);
     check_client(
         &format!(r#"{{"type":"proof","proof":1,"id":"{long}"}}"#),
@@ -58,12 +66,7 @@ fn server_messages_round_trip() {
     let block = crate::Block::genesis(1.0);
     let msgs = [
         ServerMessage::block(&block, Difficulty::DEFAULT),
-        ServerMessage::Result {
-            accepted: true,
-            message: FORGED.into(),
-            reason: None,
-            index: 2,
-        },
+        ServerMessage::Result { accepted: true, message: FORGED.into(), reason: None, index: 2 },
         ServerMessage::Result {
             accepted: false,
             message: "too late".into(),
@@ -87,10 +90,9 @@ fn wire_format_is_stable() {
     };
     assert_eq!(
         serde_json::to_value(&msg).ok(),
-        Some(json!({"type": "result", "accepted": false, "message": "no", "reason": "invalid", "index": 4}))
+        Some(
+            json!({"type": "result", "accepted": false, "message": "no", "reason": "invalid", "index": 4})
+        )
     );
-    assert_eq!(
-        proof(5, "a", None).to_json(),
-        r#"{"type":"proof","proof":5,"id":"a"}"#
-    );
+    assert_eq!(proof(5, "a", None).to_json(), r#"{"type":"proof","proof":5,"id":"a"}"#);
 }
