@@ -1,6 +1,68 @@
 //! `ws-miner`: mines on a pool-server, or on a course Flask server, until stopped.
 //!
 //! # Layout
+//! - [`cli`]: the command line and its validation into a [`Config`].
+//! - [`session`] (private): the WebSocket session with pushed work and reconnects.
+//! - [`http`] (private): the course HTTP protocol (polling `/last_block`, `POST /mine`).
+//! - [`job`]: block extraction, dialects, success detection: pure functions over JSON.
+//! - [`miner`] (private): runs one search at a time on blocking threads and keeps the totals.
+//! - [`output`]: every user-facing line, as [`Event`]s rendered plain, as JSON or not at all.
+//! - [`backoff`]: reconnect delays. [`error`]: configuration errors and exit codes.
 //! - [`search`]: the proof search (the hot loop), behind one small interface.
 
+pub mod backoff;
+pub mod cli;
+pub mod error;
+mod http;
+pub mod job;
+mod miner;
+pub mod output;
 pub mod search;
+mod session;
+
+pub use cli::{Cli, Config, Endpoint};
+pub use error::{ConfigError, Exit, Outcome};
+pub use output::{Event, Format, Reporter, Summary};
+
+use std::future::Future;
+use tokio::sync::watch;
+
+use crate::miner::Miner;
+use crate::search::Searcher;
+use crate::session::{Ctx, WsEnd, mine_ws};
+
+/// Mines as `config` says until `shutdown` resolves (or, with `--once`, until the first block
+/// is decided), then stops the workers, reports the summary and returns how the run ended.
+pub async fn run(
+    config: Config,
+    reporter: Reporter,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Outcome {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        // Nobody listening means the run is already over.
+        let _ = stop_tx.send(true);
+        // Keep the sender alive so that receivers do not mistake its drop for a signal.
+        std::future::pending::<()>().await;
+    });
+    let miner = Miner::new(Searcher::new(config.threads), reporter.clone());
+    let endpoint = config.endpoint.clone();
+    let mut ctx =
+        Ctx { config, miner, reporter: reporter.clone(), shutdown: stop_rx, once_block: None };
+    let outcome = match &endpoint {
+        Endpoint::WebSocket(url) => match mine_ws(&mut ctx, url, false).await {
+            WsEnd::Done(outcome) => outcome,
+            WsEnd::Fallback => Outcome::Lost,
+        },
+        Endpoint::Http { base, ws } => match mine_ws(&mut ctx, ws, true).await {
+            WsEnd::Done(outcome) => outcome,
+            WsEnd::Fallback => http::mine_http(&mut ctx, base).await,
+        },
+    };
+    ctx.miner.halt().await;
+    signal.abort();
+    reporter.finish();
+    reporter.emit(Event::Summary(ctx.miner.summary()));
+    outcome
+}

@@ -1,1 +1,52 @@
-fn main() {}
+//! The `ws-miner` binary: parse the command line, start a small runtime, run, map the outcome
+//! to an exit code. Everything else lives in the library.
+
+use clap::Parser;
+use std::process::ExitCode;
+use ws_miner::{Cli, Exit, Reporter};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match std::env::current_dir()
+        .map_err(|e| format!("cannot read the working directory: {e}"))
+        .and_then(|cwd| cli.into_config(&cwd).map_err(|e| e.to_string()))
+    {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ws-miner: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    // The network needs little: two runtime threads; the search has its own blocking threads.
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("ws-miner: cannot start the async runtime: {e}");
+                return Exit::Lost.into();
+            }
+        };
+    let reporter = Reporter::stdout(config.format);
+    let outcome = runtime.block_on(ws_miner::run(config, reporter, interrupted()));
+    // The search threads are joined; do not wait for anything the runtime may still hold.
+    runtime.shutdown_background();
+    Exit::from(outcome).into()
+}
+
+/// Resolves on the first Ctrl-C, after arming the second one to exit at once.
+async fn interrupted() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handling on this platform: never interrupted.
+        std::future::pending::<()>().await;
+    }
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("ws-miner: interrupted twice, exiting now");
+            std::process::exit(Exit::Interrupted as i32);
+        }
+    });
+}

@@ -1,0 +1,205 @@
+//! The command line (clap derive) and its validation into a plain [`Config`]. No code past
+//! `main` sees clap types.
+
+use clap::Parser;
+use protocol::Difficulty;
+use protocol::message::MAX_ID_BYTES;
+use std::path::Path;
+use std::time::Duration;
+use url::Url;
+
+use crate::backoff::BackoffPolicy;
+use crate::error::ConfigError;
+use crate::job::Dialect;
+use crate::output::Format;
+
+/// The server mined on when no URL is given.
+pub const DEFAULT_URL: &str = "ws://127.0.0.1:5000/ws";
+/// The file the miner's id is read from, in the working directory.
+pub const ID_FILE: &str = "my_id.txt";
+/// How often the course HTTP protocol polls `GET /last_block`.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Mines proofs for a pool-server (pushed work over WebSockets) or a course Flask server
+/// (HTTP polling), until stopped with Ctrl-C.
+#[derive(Debug, Parser)]
+#[command(name = "ws-miner", version, about, long_about = None)]
+pub struct Cli {
+    /// Server to mine on: ws://HOST:PORT/ws (a pool-server), or http://HOST:PORT (tries the
+    /// WebSocket endpoint /ws first, else the course HTTP API: GET /last_block, POST /mine).
+    #[arg(default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// Miner id credited with the coins [default: the contents of ./my_id.txt].
+    #[arg(long, value_name = "NAME")]
+    pub id: Option<String>,
+
+    /// Worker threads for the search [default: every core].
+    #[arg(long, short = 't', value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Print only the final summary.
+    #[arg(long, short = 'q', conflicts_with = "json")]
+    pub quiet: bool,
+
+    /// Print one JSON event per line, for scripts.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Mine one block, then exit: 0 if this miner won it, 1 if not.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Leading hex zeroes a proof needs when the server does not say.
+    #[arg(long, value_name = "N", default_value_t = u64::from(Difficulty::DEFAULT.zeros()))]
+    pub zeros: u64,
+
+    /// What the server hashes: json = block_string + proof (the course README), bytes =
+    /// Python's repr of block_string.encode() + proof [default: json, or bytes when the
+    /// server's /chain shows it].
+    #[arg(long, value_enum)]
+    pub dialect: Option<Dialect>,
+}
+
+/// Where to mine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A WebSocket URL: pushed work only.
+    WebSocket(Url),
+    /// An HTTP base URL: try `ws` first, else the course HTTP API under `base`.
+    Http {
+        /// The base of the course routes (ends with `/`).
+        base: Url,
+        /// The WebSocket endpoint tried first.
+        ws: Url,
+    },
+}
+
+/// The validated configuration of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to mine.
+    pub endpoint: Endpoint,
+    /// The id credited with the coins (trimmed).
+    pub id: String,
+    /// Search worker threads.
+    pub threads: usize,
+    /// How events are printed.
+    pub format: Format,
+    /// Mine one block, then stop.
+    pub once: bool,
+    /// The difficulty when the server does not say.
+    pub zeros: Difficulty,
+    /// A fixed dialect, or `None` to detect it.
+    pub dialect: Option<Dialect>,
+    /// Reconnect delays.
+    pub backoff: BackoffPolicy,
+    /// How often HTTP mode polls `GET /last_block`.
+    pub poll_interval: Duration,
+}
+
+impl Config {
+    /// Returns a configuration with the defaults for `endpoint` and `id` (as tests want it:
+    /// two threads, no printing rules beyond plain lines).
+    pub fn new(endpoint: Endpoint, id: &str) -> Self {
+        Config {
+            endpoint,
+            id: id.trim().to_owned(),
+            threads: 2,
+            format: Format::Plain,
+            once: false,
+            zeros: Difficulty::DEFAULT,
+            dialect: None,
+            backoff: BackoffPolicy::default(),
+            poll_interval: POLL_INTERVAL,
+        }
+    }
+}
+
+impl Cli {
+    /// Validates the command line into a [`Config`]; `cwd` is where `my_id.txt` is looked for.
+    ///
+    /// # Errors
+    /// No id (neither `--id` nor `my_id.txt`), an unusable id, URL, zero count or thread count.
+    pub fn into_config(self, cwd: &Path) -> Result<Config, ConfigError> {
+        let id = match self.id {
+            Some(id) => id,
+            None => {
+                let path = cwd.join(ID_FILE);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(ConfigError::NoId);
+                    }
+                    Err(e) => return Err(ConfigError::IdFile { path, source: e }),
+                }
+            }
+        };
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(ConfigError::EmptyId);
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(ConfigError::IdTooLong(id.len()));
+        }
+        let endpoint = parse_endpoint(&self.url)?;
+        let zeros = Difficulty::new(self.zeros).map_err(ConfigError::Zeros)?;
+        let threads = match self.threads {
+            Some(0) => return Err(ConfigError::Threads),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        };
+        let format = if self.quiet {
+            Format::Quiet
+        } else if self.json {
+            Format::Json
+        } else {
+            Format::Plain
+        };
+        Ok(Config {
+            endpoint,
+            id: id.to_owned(),
+            threads,
+            format,
+            once: self.once,
+            zeros,
+            dialect: self.dialect,
+            backoff: BackoffPolicy::default(),
+            poll_interval: POLL_INTERVAL,
+        })
+    }
+}
+
+/// Parses the server URL: `ws://…` as is; `http://…` (or a bare `host:port`) as a course base
+/// with the WebSocket endpoint `/ws` on the same host tried first.
+///
+/// # Errors
+/// An unparsable URL, an unsupported scheme (TLS is not built in), or no host.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
+    let bad = |why: &str| ConfigError::Url { url: text.to_owned(), why: why.to_owned() };
+    let url = match Url::parse(text) {
+        Ok(url) if url.has_host() => url,
+        // `127.0.0.1:5000` parses as scheme "127.0.0.1"; `localhost:5000` as scheme "localhost".
+        _ => Url::parse(&format!("http://{text}")).map_err(|e| bad(&e.to_string()))?,
+    };
+    if !url.has_host() {
+        return Err(bad("no host"));
+    }
+    match url.scheme() {
+        "ws" => Ok(Endpoint::WebSocket(url)),
+        "http" => {
+            let mut base = url.clone();
+            if !base.path().ends_with('/') {
+                let path = format!("{}/", base.path());
+                base.set_path(&path);
+            }
+            base.set_query(None);
+            let mut ws = base.clone();
+            ws.set_scheme("ws").map_err(|()| bad("cannot make a ws:// URL of it"))?;
+            ws.set_path("/ws");
+            Ok(Endpoint::Http { base, ws })
+        }
+        "wss" | "https" => Err(bad("TLS is not supported; use ws:// or http://")),
+        other => Err(bad(&format!("unsupported scheme {other:?}; use ws:// or http://"))),
+    }
+}
