@@ -1,0 +1,1 @@
+//! The binary: configuration errors, the id file, `--json`, and Ctrl-C.

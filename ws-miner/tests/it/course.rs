@@ -1,0 +1,1 @@
+//! Course-style Flask servers (HTTP only).

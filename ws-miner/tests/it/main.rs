@@ -1,0 +1,7 @@
+//! Integration tests of `ws-miner`: the library against misbehaving WebSocket servers and
+//! course-style Flask servers, the binary's CLI (exit codes, Ctrl-C), and end-to-end runs.
+
+mod cli;
+mod course;
+mod support;
+mod ws;
