@@ -148,3 +148,26 @@ fn work_from_a_block() {
     let bytes = Work::new(&course_block(), Difficulty::new(3).expect("ok"), Dialect::Bytes);
     assert_eq!(bytes.job.prefix, format!("b'{}'", work.block_string).into_bytes());
 }
+
+#[test]
+fn block_strings_of_received_blocks_match_python_for_many_timestamps() {
+    // Python's time() floats, as a course server sends them; Rust must read each back to the
+    // very same double, or the block string (and every proof) differs from the server's.
+    let script = "import json, random\n\
+        random.seed(7)\n\
+        blocks = [{'index': i, 'timestamp': 1.7e9 + random.random() * 1e8, 'proof': 1} for i in range(3000)]\n\
+        print(json.dumps(blocks))\n\
+        for b in blocks: print(json.dumps(b, sort_keys=True))";
+    let output =
+        std::process::Command::new("python3").args(["-c", script]).output().expect("python3");
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let mut lines = text.lines();
+    let blocks: Vec<Value> = serde_json::from_str(lines.next().expect("blocks")).expect("json");
+    let mismatches: Vec<(String, &str)> = blocks
+        .iter()
+        .map(to_python_json)
+        .zip(lines)
+        .filter(|(ours, python)| ours != python)
+        .collect();
+    assert!(mismatches.is_empty(), "{} differ, e.g. {:?}", mismatches.len(), mismatches.first());
+}
