@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use proptest::prelude::*;
+use protocol::message::FORGED;
 use protocol::{Balance, Block, ClientMessage, Difficulty, ProofSubmission, Transaction};
 use protocol::{RejectReason, ServerMessage};
 use serde_json::{Map, Number, Value};
@@ -95,8 +96,7 @@ fn arb_rate() -> impl Strategy<Value = f64> {
 
 /// Every kind of server message, with arbitrary contents.
 pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
-    let reason =
-        prop_oneof![Just(None), Just(Some(RejectReason::Stale)), Just(Some(RejectReason::Invalid))];
+    let reason = prop_oneof![Just(RejectReason::Stale), Just(RejectReason::Invalid)];
     let balance = (arb_string(), any::<i64>()).prop_map(|(id, coins)| Balance { id, coins });
     let stats = (
         (any::<u64>(), arb_difficulty(), any::<u64>(), arb_rate(), arb_rate()),
@@ -122,14 +122,16 @@ pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
         );
     prop_oneof![
         (arb_block(), arb_difficulty()).prop_map(|(b, d)| ServerMessage::block(&b, d)),
-        (any::<bool>(), arb_string(), reason, any::<u64>()).prop_map(
-            |(accepted, message, reason, index)| ServerMessage::Result {
-                accepted,
-                message,
-                reason,
-                index
-            }
-        ),
+        // As the server sends them: accepted ⇔ "New Block Forged" and no reason.
+        any::<u64>().prop_map(|index| ServerMessage::Result {
+            accepted: true,
+            message: FORGED.to_owned(),
+            reason: None,
+            index
+        }),
+        (arb_string(), reason, any::<u64>()).prop_map(|(message, reason, index)| {
+            ServerMessage::Result { accepted: false, message, reason: Some(reason), index }
+        }),
         arb_string().prop_map(|message| ServerMessage::Error { message }),
         stats,
     ]
