@@ -18,5 +18,7 @@ pub mod pow;
 
 pub use block::{Block, BlockHash, Transaction};
 pub use canonical::{block_string, to_python_json};
-pub use message::{ClientMessage, MessageError, ProofSubmission, RejectReason, ServerMessage};
+pub use message::{
+    Balance, ClientMessage, MessageError, ProofSubmission, RejectReason, ServerMessage,
+};
 pub use pow::{Difficulty, DifficultyError, proof_digest};

@@ -73,6 +73,56 @@ pub enum ServerMessage {
         /// What was wrong with the frame.
         message: String,
     },
+    /// Pool statistics, sent only to the connection that asked with [`ClientMessage::Stats`]
+    /// (the dashboard asks on connect and after each `block` message, so it never polls).
+    Stats {
+        /// Number of blocks in the chain, genesis included.
+        chain_length: u64,
+        /// Leading hex zeroes a proof needs.
+        difficulty: Difficulty,
+        /// Connected WebSocket clients (miners and watchers alike).
+        miners: u64,
+        /// Blocks forged per minute, over a recent window.
+        blocks_per_minute: f64,
+        /// Estimated network hashrate in hashes per second: `blocks_per_minute × 16^D / 60`.
+        hashrate: f64,
+        /// Coins per id, highest first, ties by id.
+        balances: Vec<Balance>,
+        /// The newest blocks, newest first (at most [`STATS_RECENT_BLOCKS`]).
+        recent: Vec<Value>,
+    },
+}
+
+/// How many recent blocks a [`ServerMessage::Stats`] carries at most.
+pub const STATS_RECENT_BLOCKS: usize = 20;
+
+/// The coins held by one id: everything received minus everything sent, rewards included.
+///
+/// Signed because the course's `POST /transactions/new` does not check that the sender can pay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    /// The miner or account id.
+    pub id: String,
+    /// Coins held; negative when an id sent more than it received.
+    pub coins: i64,
+}
+
+impl Balance {
+    fn from_value(value: &Value) -> Result<Self, MessageError> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| MessageError::wrong("balances", "a list of objects", value))?;
+        let id = match obj.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => return Err(MessageError::wrong("id", "a string", v)),
+            None => return Err(MessageError::Missing("id")),
+        };
+        let coins = match obj.get("coins") {
+            Some(v) => v.as_i64().ok_or_else(|| MessageError::wrong("coins", "an integer", v))?,
+            None => return Err(MessageError::Missing("coins")),
+        };
+        Ok(Balance { id, coins })
+    }
 }
 
 impl ServerMessage {
@@ -140,8 +190,49 @@ impl ServerMessage {
                 };
                 Ok(ServerMessage::Error { message })
             }
+            "stats" => Self::stats_from_object(&obj),
             other => Err(MessageError::UnknownType(truncate(other))),
         }
+    }
+
+    fn stats_from_object(obj: &Map<String, Value>) -> Result<Self, MessageError> {
+        let uint = |field: &'static str| match obj.get(field) {
+            Some(v) => {
+                v.as_u64().ok_or_else(|| MessageError::wrong(field, "a non-negative integer", v))
+            }
+            None => Err(MessageError::Missing(field)),
+        };
+        let float = |field: &'static str| match obj.get(field) {
+            Some(v) => v.as_f64().ok_or_else(|| MessageError::wrong(field, "a number", v)),
+            None => Err(MessageError::Missing(field)),
+        };
+        let list = |field: &'static str| match obj.get(field) {
+            Some(Value::Array(items)) => Ok(items),
+            Some(v) => Err(MessageError::wrong(field, "a list", v)),
+            None => Err(MessageError::Missing(field)),
+        };
+        let difficulty = match obj.get("difficulty") {
+            Some(v) => v
+                .as_u64()
+                .and_then(|z| Difficulty::new(z).ok())
+                .ok_or_else(|| MessageError::wrong("difficulty", "an integer 1..=64", v))?,
+            None => return Err(MessageError::Missing("difficulty")),
+        };
+        let balances =
+            list("balances")?.iter().map(Balance::from_value).collect::<Result<_, _>>()?;
+        let recent = list("recent")?;
+        if let Some(bad) = recent.iter().find(|b| !b.is_object()) {
+            return Err(MessageError::wrong("recent", "a list of block objects", bad));
+        }
+        Ok(ServerMessage::Stats {
+            chain_length: uint("chain_length")?,
+            difficulty,
+            miners: uint("miners")?,
+            blocks_per_minute: float("blocks_per_minute")?,
+            hashrate: float("hashrate")?,
+            balances,
+            recent: recent.clone(),
+        })
     }
 }
 
@@ -210,6 +301,8 @@ pub enum ClientMessage {
     Proof(ProofSubmission),
     /// A request for the latest block.
     LastBlock,
+    /// A request for a [`ServerMessage::Stats`] (sent by the dashboard).
+    Stats,
 }
 
 impl ClientMessage {
@@ -223,6 +316,7 @@ impl ClientMessage {
         match take_type(&mut obj)?.as_str() {
             "proof" => Ok(ClientMessage::Proof(ProofSubmission::from_object(&obj)?)),
             "last_block" => Ok(ClientMessage::LastBlock),
+            "stats" => Ok(ClientMessage::Stats),
             other => Err(MessageError::UnknownType(truncate(other))),
         }
     }

@@ -96,3 +96,84 @@ fn wire_format_is_stable() {
     );
     assert_eq!(proof(5, "a", None).to_json(), r#"{"type":"proof","proof":5,"id":"a"}"#);
 }
+
+fn stats_example() -> ServerMessage {
+    let block = crate::Block::genesis(1.5);
+    ServerMessage::Stats {
+        chain_length: 3,
+        difficulty: Difficulty::new(4).expect("4 is in range"),
+        miners: 2,
+        blocks_per_minute: 1.5,
+        hashrate: 1638.4,
+        balances: vec![
+            Balance { id: "José 🚀".into(), coins: 2 },
+            Balance { id: "bob".into(), coins: -1 },
+        ],
+        recent: vec![block.to_value()],
+    }
+}
+
+#[test]
+fn stats_request_parses_and_serialises() {
+    check_client(r#"{"type":"stats"}"#, Ok(ClientMessage::Stats));
+    check_client(r#"{"type":"stats","extra":1}"#, Ok(ClientMessage::Stats));
+    assert_eq!(ClientMessage::Stats.to_json(), r#"{"type":"stats"}"#);
+}
+
+#[test]
+fn stats_wire_format_is_stable_and_round_trips() {
+    let msg = stats_example();
+    assert_eq!(
+        serde_json::to_value(&msg).ok(),
+        Some(json!({
+            "type": "stats", "chain_length": 3, "difficulty": 4, "miners": 2,
+            "blocks_per_minute": 1.5, "hashrate": 1638.4,
+            "balances": [{"id": "José 🚀", "coins": 2}, {"id": "bob", "coins": -1}],
+            "recent": [{"index": 1, "timestamp": 1.5, "transactions": [], "proof": 100,
+                        "previous_hash": "1"}],
+        }))
+    );
+    assert_eq!(ServerMessage::from_json(&msg.to_json()), Ok(msg));
+}
+
+#[test]
+fn rejects_bad_stats_messages_with_reasons() {
+    let good = serde_json::to_value(stats_example()).expect("serialises");
+    let with = |field: &str, value: serde_json::Value| {
+        let mut v = good.clone();
+        v[field] = value;
+        ServerMessage::from_json(&v.to_string()).map_err(|e| e.to_string())
+    };
+    let without = |field: &str| {
+        let mut v = good.clone();
+        v.as_object_mut().expect("an object").remove(field);
+        ServerMessage::from_json(&v.to_string()).map_err(|e| e.to_string())
+    };
+    assert_eq!(without("miners"), Err(r#"missing field "miners""#.into()));
+    assert_eq!(without("recent"), Err(r#"missing field "recent""#.into()));
+    assert_eq!(
+        with("chain_length", json!(-2)),
+        Err(r#""chain_length" must be a non-negative integer, got -2"#.into())
+    );
+    assert_eq!(
+        with("hashrate", json!("fast")),
+        Err(r#""hashrate" must be a number, got "fast""#.into())
+    );
+    assert_eq!(
+        with("difficulty", json!(0)),
+        Err(r#""difficulty" must be an integer 1..=64, got 0"#.into())
+    );
+    assert_eq!(with("balances", json!({})), Err(r#""balances" must be a list, got {}"#.into()));
+    assert_eq!(
+        with("balances", json!([{"id": 1, "coins": 1}])),
+        Err(r#""id" must be a string, got 1"#.into())
+    );
+    assert_eq!(
+        with("balances", json!([{"id": "a", "coins": 1.5}])),
+        Err(r#""coins" must be an integer, got 1.5"#.into())
+    );
+    assert_eq!(
+        with("recent", json!([7])),
+        Err(r#""recent" must be a list of block objects, got 7"#.into())
+    );
+}
