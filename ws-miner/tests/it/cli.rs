@@ -1,1 +1,212 @@
-//! The binary: configuration errors, the id file, `--json`, and Ctrl-C.
+//! The binary: configuration errors (exit 2), the id file, `--once` exit codes, `--json`, and
+//! Ctrl-C (summary, exit 130).
+
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ws-miner");
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).args(args).current_dir(dir).output().expect("run ws-miner")
+}
+
+#[test]
+fn no_id_is_a_usage_error_naming_both_ways() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_in(dir.path(), &["ws://127.0.0.1:9/ws"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--id") && stderr.contains("my_id.txt"), "{stderr}");
+    println!("{stderr}");
+}
+
+#[test]
+fn bad_settings_are_usage_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for args in [
+        &["--id", "a", "wss://example.com/ws"][..],
+        &["--id", "a", "ftp://example.com"],
+        &["--id", "a", "--threads", "0"],
+        &["--id", "a", "--zeros", "0"],
+        &["--id", "a", "--zeros", "65"],
+        &["--id", "   "],
+        &["--id", "a", "--dialect", "yaml"],
+        &["--id", "a", "--quiet", "--json"],
+    ] {
+        let out = run_in(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        println!("{args:?}: {}", stderr.lines().next().unwrap_or(""));
+    }
+}
+
+/// A running binary whose stdout lines arrive on a channel.
+struct Bin {
+    child: Option<Child>,
+    pid: u32,
+    lines: mpsc::UnboundedReceiver<String>,
+    seen: Vec<String>,
+}
+
+impl Bin {
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ws-miner");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Bin { pid: child.id(), child: Some(child), lines, seen: Vec::new() }
+    }
+
+    async fn line_containing(&mut self, needle: &str) -> String {
+        within(&format!("a line containing {needle:?}"), async {
+            loop {
+                let Some(line) = self.lines.recv().await else {
+                    panic!("ws-miner ended before printing {needle:?}: {:#?}", self.seen)
+                };
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits for the process to exit; returns its exit code and all its stdout lines.
+    async fn wait(mut self) -> (Option<i32>, Vec<String>) {
+        let mut child = self.child.take().expect("waited once");
+        let status = within(
+            "ws-miner to exit",
+            tokio::task::spawn_blocking(move || child.wait().expect("wait")),
+        )
+        .await
+        .expect("waiter");
+        while let Some(line) = self.lines.recv().await {
+            self.seen.push(line);
+        }
+        (status.code(), std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        // Only reached with a live child when a test failed: do not leave it mining.
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn id_file_is_read_trimmed_and_once_exits_0_on_a_win_1_on_a_loss() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("my_id.txt"), "  bob \n").expect("write my_id.txt");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+
+    let bin = Bin::start(dir.path(), &["--once", "--threads", "1", &url]);
+    let mut ws = server.accept().await;
+    let b = block(1, "cli");
+    send(&mut ws, block_frame(&b, EASY)).await;
+    let proof = recv_proof(&mut ws).await;
+    assert_eq!(proof["id"], "bob", "id from my_id.txt, trimmed");
+    send(&mut ws, result_frame(true, "New Block Forged", None, 2)).await;
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("accepted: New Block Forged (coins: 1)")));
+    assert!(lines.iter().any(|l| l.starts_with("summary: 1 blocks won")));
+
+    // --id overrides the file; a rejection makes --once exit 1.
+    let bin = Bin::start(dir.path(), &["--once", "--threads", "1", "--id", "zed", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&b, EASY)).await;
+    let proof = recv_proof(&mut ws).await;
+    assert_eq!(proof["id"], "zed");
+    send(&mut ws, result_frame(false, "too late", Some("stale"), 2)).await;
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("rejected (stale): too late")));
+}
+
+#[tokio::test]
+async fn json_prints_one_event_per_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let bin = Bin::start(dir.path(), &["--json", "--once", "--id", "j", "-t", "1", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(4, "json"), EASY)).await;
+    recv_proof(&mut ws).await;
+    send(&mut ws, result_frame(true, "New Block Forged", None, 5)).await;
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(0));
+    let events: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("every line is JSON");
+            v["event"].as_str().expect("every line names its event").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["connected", "search_started", "search_finished", "accepted", "summary"],
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn quiet_prints_only_the_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let bin = Bin::start(dir.path(), &["--quiet", "--once", "--id", "q", "-t", "1", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "quiet"), EASY)).await;
+    recv_proof(&mut ws).await;
+    send(&mut ws, result_frame(true, "New Block Forged", None, 2)).await;
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(0));
+    assert!(lines.iter().all(|l| l.starts_with("summary: ")), "{lines:#?}");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_the_workers_prints_the_summary_and_exits_130() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--id", "c", "--threads", "2", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "ctrl-c"), NEVER)).await;
+    bin.line_containing("mining at difficulty 16").await;
+    let sent = Instant::now();
+    let status =
+        Command::new("kill").args(["-INT", &bin.pid.to_string()]).status().expect("run kill");
+    assert!(status.success());
+    let (code, lines) = bin.wait().await;
+    println!("exited {:.1} ms after SIGINT", sent.elapsed().as_secs_f64() * 1000.0);
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let summary: Vec<&String> = lines.iter().filter(|l| l.starts_with("summary: ")).collect();
+    assert_eq!(summary.len(), 2, "{lines:#?}");
+    assert!(summary[0].contains("0 blocks won, 0 coins"));
+    for line in &lines {
+        println!("{line}");
+    }
+}
