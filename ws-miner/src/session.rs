@@ -277,6 +277,9 @@ async fn handle_text(
             // The server works: the next failure starts the back-off from the beginning.
             backoff.reset();
             let dialect = ctx.config.dialect.unwrap_or(Dialect::Json);
+            // The parser fills in the course default when the frame has no difficulty; the
+            // user's --zeros is the better guess then.
+            let difficulty = if states_difficulty(text) { difficulty } else { ctx.config.zeros };
             let work = Arc::new(Work::new(&block, difficulty, dialect));
             if let Some(found) = proofs.unsent.take() {
                 if *found.work == *work {
@@ -387,6 +390,12 @@ async fn request_block(ws: &mut Ws) -> Step {
         Ok(()) => Step::Continue,
         Err(reason) => Step::Lost(reason),
     }
+}
+
+/// Returns true when a server frame carries a non-null `difficulty`.
+fn states_difficulty(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .is_ok_and(|v| v.get("difficulty").is_some_and(|d| !d.is_null()))
 }
 
 /// Returns true when `block` (the one after ours) carries `proof` and rewards `id`.

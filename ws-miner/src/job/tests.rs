@@ -95,7 +95,7 @@ fn dialects_validate_differently() {
         .expect("found");
     let genesis = course_block();
     let mined = |proof: u64| json!({"index": 3, "proof": proof, "previous_hash": "x"});
-    assert_eq!(detect_dialect(&[genesis.clone()], d), None);
+    assert_eq!(detect_dialect(std::slice::from_ref(&genesis), d), None);
     assert_eq!(detect_dialect(&[genesis.clone(), mined(bytes_proof)], d), Some(Dialect::Bytes));
     if !Dialect::Bytes.is_valid_proof(&s, json_proof, d) {
         assert_eq!(detect_dialect(&[genesis, mined(json_proof)], d), Some(Dialect::Json));

@@ -361,3 +361,24 @@ async fn once_exits_won_or_lost() {
     assert_eq!(outcome, Outcome::Lost);
     assert_eq!(summary(&events).aborted, 1);
 }
+
+#[tokio::test]
+async fn zeros_applies_when_the_server_states_no_difficulty() {
+    let server = WsServer::bind().await;
+    let mut cfg = config(ws_endpoint(server.addr), "alice");
+    cfg.zeros = protocol::Difficulty::new(2).expect("in range");
+    let mut miner = MinerRun::start(cfg);
+    let mut ws = server.accept().await;
+    let b = block(1, "no-difficulty");
+    let frame = serde_json::json!({"type": "block", "block": b}).to_string();
+    send(&mut ws, Message::text(frame)).await;
+    let zeros = miner
+        .wait_for("search", |e| match e {
+            Event::SearchStarted { difficulty, .. } => Some(*difficulty),
+            _ => None,
+        })
+        .await;
+    assert_eq!(zeros, 2);
+    assert!(solves(&b, 2, &recv_proof(&mut ws).await["proof"]));
+    miner.stop().await;
+}
