@@ -299,12 +299,17 @@ async fn submit(
     });
     if !stale && let DialectChoice::Guess(d) = *choice {
         // A proof valid in our dialect, rejected while the chain stood still: the server hashes
-        // something else. Try the other dialect (once: a second rejection keeps it).
+        // something else, or wants more zeroes than we assumed. Try the other dialect; it stays
+        // a guess (the next such rejection flips back) until a proof is accepted.
         let next = d.other();
-        *choice = DialectChoice::Detected(next);
+        *choice = DialectChoice::Guess(next);
         ctx.reporter.emit(Event::Dialect {
             dialect: next,
-            reason: "a valid proof was rejected on an unchanged chain; switching".into(),
+            reason: format!(
+                "a valid proof was rejected on an unchanged chain; trying {next} (if every proof \
+                 is rejected, the server may need more than {} zeroes: see --zeros)",
+                found.work.difficulty()
+            ),
         });
     }
     Submitted::Judged(ctx.once_after_result(false))
