@@ -11,6 +11,7 @@ line, then serves until killed. Variants:
   --premine N         mine N blocks at start-up, so /chain shows which dialect is hashed
   --message TEXT      the success message; --status CODE its HTTP status
   --html-errors N     answer the first N GET /last_block with an HTML 500 page
+  --port P            listen on P instead of a free port
 """
 
 import argparse
@@ -34,6 +35,7 @@ def main():
     parser.add_argument("--message", default="New Block Forged")
     parser.add_argument("--status", type=int, default=200)
     parser.add_argument("--html-errors", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
 
     prev_key = "previousHash" if args.shape == "camel" else "previous_hash"
@@ -109,7 +111,7 @@ def main():
         with lock:
             return jsonify({"chain": chain, "length": len(chain)}), 200
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", args.port, app, threaded=True)
     print(server.server_port, flush=True)
     server.serve_forever()
 

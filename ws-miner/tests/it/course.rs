@@ -167,3 +167,37 @@ async fn html_error_pages_are_survived() {
     assert_eq!(failures.len(), 2, "{failures:#?}");
     assert!(failures.iter().all(|f| f.contains("HTTP 500") && f.contains("not JSON")));
 }
+
+#[tokio::test]
+async fn a_course_server_restart_is_survived() {
+    let flask = Flask::start(&[]).await;
+    let addr = flask.addr;
+    let mut miner = MinerRun::start({
+        let mut cfg = config(http_endpoint(addr), "carol");
+        cfg.zeros = protocol::Difficulty::new(3).expect("in range");
+        cfg
+    });
+    miner.wait_for("a first win", |e| matches!(e, Event::Accepted { .. }).then_some(())).await;
+    drop(flask);
+    let reason = miner
+        .wait_for("the poll to fail", |e| match e {
+            Event::Disconnected { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    println!("server gone: {reason}");
+    let port = addr.port().to_string();
+    let flask = Flask::start(&["--port", &port]).await;
+    // A fresh chain: our next win lands on it.
+    let index = miner
+        .wait_for("a win on the new chain", |e| match e {
+            Event::Accepted { index, .. } => Some(*index),
+            _ => None,
+        })
+        .await;
+    let (_, events) = miner.stop().await;
+    let chain = flask.chain().await;
+    let index = index.expect("an index");
+    let next = chain.iter().find(|b| b["index"] == index + 1).expect("our block on the new chain");
+    assert_eq!(next["transactions"][0]["recipient"], "carol", "{events:#?}");
+}

@@ -1,0 +1,129 @@
+//! End to end against the real `pool-server`, started in-process on 127.0.0.1:0 with a
+//! throw-away SQLite data dir.
+
+use crate::support::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use ws_miner::{Event, Outcome};
+
+struct Pool {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _data: tempfile::TempDir,
+}
+
+impl Pool {
+    async fn start(zeros: u64) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = pool_server::Config {
+            listen: addr,
+            difficulty: protocol::Difficulty::new(zeros).expect("in range"),
+            data_dir: data.path().to_path_buf(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(pool_server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Pool { addr, stop: Some(stop), task, _data: data }
+    }
+
+    async fn chain(&self) -> Vec<Value> {
+        let answer: Value = within("GET /chain", async {
+            reqwest::get(format!("http://{}/chain", self.addr))
+                .await
+                .expect("GET /chain")
+                .json()
+                .await
+                .expect("JSON")
+        })
+        .await;
+        answer["chain"].as_array().cloned().expect("a chain")
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("the server to stop", &mut self.task).await.expect("no panic").expect("clean stop");
+    }
+}
+
+fn winner(block: &Value) -> Option<&str> {
+    block["transactions"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|t| t["sender"] == "0")
+        .and_then(|t| t["recipient"].as_str())
+}
+
+#[tokio::test]
+async fn once_wins_a_block_on_the_real_server() {
+    let pool = Pool::start(EASY).await;
+    let mut cfg = config(ws_endpoint(pool.addr), "alice");
+    cfg.once = true;
+    let (outcome, events) = MinerRun::start(cfg).finish().await;
+    assert_eq!(outcome, Outcome::Won, "{events:#?}");
+    let proof = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Accepted { proof, index: Some(1), .. } => Some(*proof),
+            _ => None,
+        })
+        .expect("block 1 accepted");
+    let chain = pool.chain().await;
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1]["proof"], proof);
+    assert_eq!(winner(&chain[1]), Some("alice"));
+    pool.stop().await;
+}
+
+#[tokio::test]
+async fn an_http_url_finds_the_websocket_endpoint() {
+    let pool = Pool::start(EASY).await;
+    let mut cfg = config(http_endpoint(pool.addr), "hugo");
+    cfg.once = true;
+    let (outcome, events) = MinerRun::start(cfg).finish().await;
+    assert_eq!(outcome, Outcome::Won);
+    assert!(events.iter().any(|e| matches!(e, Event::Connected { protocol: "websocket", .. })));
+    assert!(!events.iter().any(|e| matches!(e, Event::FallbackToHttp { .. })));
+    pool.stop().await;
+}
+
+#[tokio::test]
+async fn two_miners_race_and_every_block_has_one_winner() {
+    let pool = Pool::start(EASY).await;
+    let mut alice = config(ws_endpoint(pool.addr), "alice");
+    alice.threads = 1;
+    let mut bob = config(ws_endpoint(pool.addr), "bob");
+    bob.threads = 1;
+    let mut alice = MinerRun::start(alice);
+    let bob = MinerRun::start(bob);
+    const BLOCKS: u64 = 8;
+    // Every forged block is pushed to both: wait until alice is mining block BLOCKS + 1.
+    alice
+        .wait_for("block BLOCKS + 1", |e| match e {
+            Event::SearchStarted { index: Some(i), .. } if *i > BLOCKS => Some(()),
+            _ => None,
+        })
+        .await;
+    let (_, alice_events) = alice.stop().await;
+    let (_, bob_events) = bob.stop().await;
+    let (a, b) = (summary(&alice_events), summary(&bob_events));
+    println!("alice: {a:?}\nbob:   {b:?}");
+    let chain = pool.chain().await;
+    pool.stop().await;
+    let mut wins = std::collections::HashMap::new();
+    for block in &chain[1..] {
+        *wins.entry(winner(block).expect("a reward").to_owned()).or_insert(0u64) += 1;
+    }
+    assert_eq!(wins.get("alice").copied().unwrap_or(0), a.coins, "{wins:?}");
+    assert_eq!(wins.get("bob").copied().unwrap_or(0), b.coins, "{wins:?}");
+    assert!(a.coins + b.coins >= BLOCKS);
+    assert_eq!(a.rejected_invalid + b.rejected_invalid, 0);
+}
