@@ -177,10 +177,11 @@ impl Cli {
 /// An unparsable URL, an unsupported scheme (TLS is not built in), or no host.
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
     let bad = |why: &str| ConfigError::Url { url: text.to_owned(), why: why.to_owned() };
-    let url = match Url::parse(text) {
-        Ok(url) if url.has_host() => url,
-        // `127.0.0.1:5000` parses as scheme "127.0.0.1"; `localhost:5000` as scheme "localhost".
-        _ => Url::parse(&format!("http://{text}")).map_err(|e| bad(&e.to_string()))?,
+    let url = if text.contains("://") {
+        Url::parse(text).map_err(|e| bad(&e.to_string()))?
+    } else {
+        // `127.0.0.1:5000` or `localhost:5000`: a course server's address, as its README gives it.
+        Url::parse(&format!("http://{text}")).map_err(|e| bad(&e.to_string()))?
     };
     if !url.has_host() {
         return Err(bad("no host"));
@@ -201,5 +202,60 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
         }
         "wss" | "https" => Err(bad("TLS is not supported; use ws:// or http://")),
         other => Err(bad(&format!("unsupported scheme {other:?}; use ws:// or http://"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(input: &str, expected: Result<(&str, &str), &str>) {
+        let got = match parse_endpoint(input) {
+            Ok(Endpoint::WebSocket(url)) => Ok((url.to_string(), String::new())),
+            Ok(Endpoint::Http { base, ws }) => Ok((base.to_string(), ws.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        match (got, expected) {
+            (Ok((a, b)), Ok((x, y))) => assert_eq!((a.as_str(), b.as_str()), (x, y), "{input}"),
+            (Err(e), Err(needle)) => assert!(e.contains(needle), "{input}: {e}"),
+            (got, expected) => panic!("{input}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        check("ws://127.0.0.1:5000/ws", Ok(("ws://127.0.0.1:5000/ws", "")));
+        check("http://127.0.0.1:5000", Ok(("http://127.0.0.1:5000/", "ws://127.0.0.1:5000/ws")));
+        check("http://h:81/pool", Ok(("http://h:81/pool/", "ws://h:81/ws")));
+        check("127.0.0.1:5000", Ok(("http://127.0.0.1:5000/", "ws://127.0.0.1:5000/ws")));
+        check("localhost:5000", Ok(("http://localhost:5000/", "ws://localhost:5000/ws")));
+        check("wss://x/ws", Err("TLS is not supported"));
+        check("https://x", Err("TLS is not supported"));
+        check("ftp://x", Err("unsupported scheme"));
+        check("http://", Err("bad server URL"));
+    }
+
+    #[test]
+    fn id_comes_from_the_flag_or_the_file() {
+        let dir = std::env::temp_dir().join(format!("ws-miner-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("ws-miner").chain(args.iter().copied()))
+                .expect("parses")
+        };
+        assert!(matches!(cli(&[]).into_config(&dir), Err(ConfigError::NoId)));
+        std::fs::write(dir.join(ID_FILE), "\t eve \n").expect("write");
+        assert_eq!(cli(&[]).into_config(&dir).map(|c| c.id).ok().as_deref(), Some("eve"));
+        let c = cli(&["--id", " zed ", "--threads", "3", "--json", "--zeros", "4"])
+            .into_config(&dir)
+            .expect("valid");
+        assert_eq!(
+            (c.id.as_str(), c.threads, c.format, c.zeros.zeros()),
+            ("zed", 3, Format::Json, 4)
+        );
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        assert!(matches!(cli(&["--id", &long]).into_config(&dir), Err(ConfigError::IdTooLong(_))));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -171,3 +171,36 @@ fn block_strings_of_received_blocks_match_python_for_many_timestamps() {
         .collect();
     assert!(mismatches.is_empty(), "{} differ, e.g. {:?}", mismatches.len(), mismatches.first());
 }
+
+#[test]
+fn json_events_have_a_stable_shape() {
+    use crate::output::Event;
+    let lines: Vec<String> = [
+        Event::SearchStarted { index: Some(3), difficulty: 6, kernel: "portable", threads: 4 },
+        Event::SearchFinished {
+            index: Some(3),
+            proof: 123,
+            secs: 1.5,
+            attempts: 3_000_000,
+            hashrate: 2e6,
+        },
+        Event::SearchAborted { index: Some(3), by_index: Some(4), secs: 0.5, stop_ms: 1.25 },
+        Event::Accepted {
+            index: Some(3),
+            proof: 123,
+            message: "New Block Forged".into(),
+            coins: 2,
+        },
+        Event::Rejected { index: None, proof: 9, reason: "stale", message: "late".into() },
+    ]
+    .iter()
+    .map(Event::to_json)
+    .collect();
+    insta::assert_snapshot!(lines.join("\n"), @r#"
+    {"event":"search_started","index":3,"difficulty":6,"kernel":"portable","threads":4}
+    {"event":"search_finished","index":3,"proof":123,"secs":1.5,"attempts":3000000,"hashrate":2000000.0}
+    {"event":"search_aborted","index":3,"by_index":4,"secs":0.5,"stop_ms":1.25}
+    {"event":"accepted","index":3,"proof":123,"message":"New Block Forged","coins":2}
+    {"event":"rejected","index":null,"proof":9,"reason":"stale","message":"late"}
+    "#);
+}
