@@ -24,10 +24,10 @@ const ZEROS: u64 = 2;
 const KILLS: usize = 20;
 
 /// A small deterministic generator (xorshift64*), so a failing run can be replayed by seed.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn from_env() -> Rng {
+    pub(crate) fn from_env() -> Rng {
         let seed =
             std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
                 use std::hash::{BuildHasher, Hasher};
@@ -39,14 +39,14 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
