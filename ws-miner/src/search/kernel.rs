@@ -8,7 +8,7 @@
 use super::layout::Prepared;
 use super::sha;
 #[cfg(target_arch = "x86_64")]
-use super::shani;
+use super::{avx2, shani};
 use std::fmt;
 
 /// A way of computing compressions, fastest first in [`Kernel::ALL`].
@@ -52,6 +52,8 @@ impl Kernel {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi => shani::is_supported(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::is_supported(),
             _ => false,
         }
     }
@@ -72,6 +74,8 @@ impl Kernel {
         match self {
             #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi => shani::scan(p, lo, hi),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => avx2::scan(p, lo, hi),
             _ => sha::scan(p, lo, hi),
         }
     }

@@ -15,7 +15,9 @@
 //!   kernel; `shani`, `avx2`, `avx512`: the SIMD kernels (the only `unsafe` code).
 //! - [`bench`]: the attempts/s measurement behind `--bench`.
 
-// pub mod bench;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+pub mod bench;
 mod kernel;
 mod layout;
 mod sha;

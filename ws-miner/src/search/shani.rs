@@ -8,8 +8,9 @@
 use super::layout::Prepared;
 use super::sha::K;
 use std::arch::x86_64::{
-    __m128i, _mm_add_epi32, _mm_alignr_epi8, _mm_extract_epi32, _mm_set_epi32, _mm_setr_epi32,
-    _mm_sha256msg1_epu32, _mm_sha256msg2_epu32, _mm_sha256rnds2_epu32, _mm_shuffle_epi32,
+    __m128i, _mm_add_epi32, _mm_alignr_epi8, _mm_and_si128, _mm_extract_epi32, _mm_or_si128,
+    _mm_set_epi32, _mm_set1_epi32, _mm_setr_epi32, _mm_sha256msg1_epu32, _mm_sha256msg2_epu32,
+    _mm_sha256rnds2_epu32, _mm_shuffle_epi32,
 };
 
 /// Returns true when this CPU has the features the kernel needs.
@@ -52,18 +53,26 @@ fn scan_sha(p: &Prepared<'_>, lo: usize, hi: usize) -> Option<usize> {
         )
     });
     let mid0 = p.mid[0];
+    let fixed = [load(&p.w, 0), load(&p.w, 1), load(&p.w, 2), load(&p.w, 3)];
+    let (ga, gb) = (p.wf / 4, (p.wf + 1) / 4);
+    let lane = |i: usize| {
+        let mut m = [0i32; 4];
+        m[i % 4] = -1;
+        _mm_setr_epi32(m[0], m[1], m[2], m[3])
+    };
+    let (lane_a, lane_b) = (lane(p.wf), lane(p.wf + 1));
     let mut x = lo;
     while x < hi {
         let y = if x + 1 < hi { x + 1 } else { x };
-        let mut wx = p.w;
-        wx[p.wf] |= p.table.a[x];
-        wx[p.wf + 1] |= p.table.b[x];
-        let mut wy = p.w;
-        wy[p.wf] |= p.table.a[y];
-        wy[p.wf + 1] |= p.table.b[y];
         let (mut ax, mut cx, mut ay, mut cy) = (abef0, cdgh0, abef0, cdgh0);
-        let mut mx = [load(&wx, 0), load(&wx, 1), load(&wx, 2), load(&wx, 3)];
-        let mut my = [load(&wy, 0), load(&wy, 1), load(&wy, 2), load(&wy, 3)];
+        // Only the groups holding words wf and wf + 1 differ from the slow step's vectors.
+        // The fast bytes go in through registers: scalar stores read back as a vector would
+        // stall store forwarding.
+        let (mut mx, mut my) = (fixed, fixed);
+        mx[ga] = _mm_or_si128(mx[ga], _mm_and_si128(_mm_set1_epi32(p.table.a[x] as i32), lane_a));
+        my[ga] = _mm_or_si128(my[ga], _mm_and_si128(_mm_set1_epi32(p.table.a[y] as i32), lane_a));
+        mx[gb] = _mm_or_si128(mx[gb], _mm_and_si128(_mm_set1_epi32(p.table.b[x] as i32), lane_b));
+        my[gb] = _mm_or_si128(my[gb], _mm_and_si128(_mm_set1_epi32(p.table.b[y] as i32), lane_b));
         macro_rules! rounds4 {
             ($g:expr) => {{
                 let tx = _mm_add_epi32(mx[$g & 3], k[$g]);
