@@ -8,7 +8,7 @@
 use super::layout::Prepared;
 use super::sha;
 #[cfg(target_arch = "x86_64")]
-use super::{avx2, shani};
+use super::{avx2, avx512, shani};
 use std::fmt;
 
 /// A way of computing compressions, fastest first in [`Kernel::ALL`].
@@ -51,9 +51,12 @@ impl Kernel {
         match self {
             Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::is_supported(),
+            #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi => shani::is_supported(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => avx2::is_supported(),
+            #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
     }
@@ -72,6 +75,8 @@ impl Kernel {
     /// A kernel the CPU lacks falls back to the portable one (callers choose available ones).
     pub(crate) fn scan(self, p: &Prepared<'_>, lo: usize, hi: usize) -> Option<usize> {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::scan(p, lo, hi),
             #[cfg(target_arch = "x86_64")]
             Kernel::ShaNi => shani::scan(p, lo, hi),
             #[cfg(target_arch = "x86_64")]
