@@ -61,15 +61,36 @@ pub(crate) fn first_rounds(state: &[u32; 8], w: &[u32; 16], rounds: usize) -> [u
 /// `p.state`), chained onto `p.mid`.
 #[inline(always)]
 fn first_word(p: &Prepared<'_>, mut w: [u32; 16]) -> u32 {
-    let mut s = p.state;
-    for (i, &word) in w.iter().enumerate().skip(p.start) {
-        round(&mut s, i, word);
+    // Named working variables (not an array) so they stay in registers.
+    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = p.state;
+    macro_rules! step {
+        ($i:expr, $wi:expr) => {{
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = h.wrapping_add(s1).wrapping_add(ch).wrapping_add(K[$i]).wrapping_add($wi);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) | (c & (a | b));
+            let t2 = s0.wrapping_add(maj);
+            h = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }};
     }
+    for i in p.start..16 {
+        step!(i, w[i]);
+    }
+    // Fixed bounds, so this loop unrolls and the ring indices become constants.
+    #[allow(clippy::needless_range_loop)]
     for i in 16..64 {
-        let word = expand(&mut w, i);
-        round(&mut s, i, word);
+        let wi = expand(&mut w, i);
+        step!(i, wi);
     }
-    s[0].wrapping_add(p.mid[0])
+    a.wrapping_add(p.mid[0])
 }
 
 /// The portable kernel: returns the first fast value in `lo..hi` whose digest's first word
