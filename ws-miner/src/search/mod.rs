@@ -2,13 +2,37 @@
 //! difficulty. This is the miner's hot loop, kept behind one small interface ([`Searcher`]) so the
 //! network side never sees how proofs are chosen or hashed.
 //!
-//! This first version is portable and straightforward: the prefix is hashed once per job (the
-//! SHA-256 state after it is cloned for each attempt), digits are written into a stack buffer,
-//! threads scan disjoint proof ranges, and a shared stop flag is checked every
+//! One attempt costs one SHA-256 compression: the prefix's full blocks are hashed once per job,
+//! proofs get a digit count that puts their changing digits and the padding in one final block,
+//! and the rounds before the changing digits run once per thousand attempts (see `layout`).
+//! The compressions run in the fastest [`Kernel`] the CPU has (AVX-512, SHA-NI, AVX2 or plain
+//! Rust), chosen at run time. Workers scan disjoint proof ranges and look at the stop flag every
 //! [`CHECK_EVERY`] attempts.
+//!
+//! # Layout
+//! - `layout`: where the digits go, the per-slow-step precomputation, range scans.
+//! - `kernel`: [`Kernel`] and its run-time choice; `sha`: the scalar rounds and the portable
+//!   kernel; `shani`, `avx2`, `avx512`: the SIMD kernels (the only `unsafe` code).
+//! - [`bench`]: the attempts/s measurement behind `--bench`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod bench;
+mod kernel;
+mod layout;
+mod sha;
+#[cfg(target_arch = "x86_64")]
+mod shani;
+#[cfg(test)]
+mod tests;
+
+pub use kernel::Kernel;
+pub use layout::MAX_PROOF;
+
+use layout::{Prefix, Progress, Scan};
 use protocol::Difficulty;
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// How many attempts a worker makes between looks at the stop flag and progress updates.
@@ -23,16 +47,42 @@ pub struct Job {
     pub difficulty: Difficulty,
 }
 
+impl Job {
+    /// Returns the proof ranges (inclusive) a search of this job tries, in order: the digit
+    /// counts for which one attempt is one compression. Every proof is at most [`MAX_PROOF`].
+    pub fn proof_ranges(&self) -> Vec<(u64, u64)> {
+        layout::plan(self.prefix.len() % 64)
+    }
+}
+
+/// A kernel this CPU cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {0} kernel needs CPU features this machine lacks")]
+pub struct KernelUnavailableError(pub Kernel);
+
 /// Runs proof searches on a fixed number of worker threads.
 #[derive(Debug, Clone)]
 pub struct Searcher {
     threads: usize,
+    kernel: Kernel,
 }
 
 impl Searcher {
-    /// Returns a searcher that uses `threads` worker threads (at least one).
+    /// Returns a searcher that uses `threads` worker threads (at least one) and the fastest
+    /// kernel this CPU has.
     pub fn new(threads: usize) -> Self {
-        Searcher { threads: threads.max(1) }
+        Searcher { threads: threads.max(1), kernel: Kernel::detect() }
+    }
+
+    /// Returns a searcher that uses `kernel` on `threads` worker threads (at least one).
+    ///
+    /// # Errors
+    /// When this CPU cannot run `kernel`.
+    pub fn with_kernel(kernel: Kernel, threads: usize) -> Result<Self, KernelUnavailableError> {
+        if !kernel.is_available() {
+            return Err(KernelUnavailableError(kernel));
+        }
+        Ok(Searcher { threads: threads.max(1), kernel })
     }
 
     /// Returns the number of worker threads.
@@ -40,16 +90,24 @@ impl Searcher {
         self.threads
     }
 
+    /// Returns the kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
     /// Returns the name of the kernel in use.
     pub fn kernel_name(&self) -> &'static str {
-        "portable"
+        self.kernel.name()
     }
 
     /// Searches `job` for a valid proof, starting near `seed`, until one is found or `stop` is
     /// set. Blocks the calling thread; adds the number of attempts made to `attempts` as it goes.
     ///
+    /// The proofs tried are [`Job::proof_ranges`], read as one cyclic sequence that starts at
+    /// index `seed % len`; each worker takes a disjoint slice of it.
+    ///
     /// Returns `Some(proof)` with a proof that meets the job's difficulty, or `None` when stopped
-    /// (or, in theory, when the whole u64 range was searched).
+    /// (or, in theory, when every proof in the ranges was tried).
     pub fn search(
         &self,
         job: &Job,
@@ -57,97 +115,90 @@ impl Searcher {
         stop: &AtomicBool,
         attempts: &AtomicU64,
     ) -> Option<u64> {
+        let prefix = Prefix::new(&job.prefix);
+        let ranges = job.proof_ranges();
+        let total: u64 = ranges.iter().map(|(lo, hi)| hi - lo + 1).sum();
+        let threads = self.threads as u64;
+        let share = total / threads;
+        let first = seed % total;
         let found = AtomicBool::new(false);
         let result = AtomicU64::new(0);
-        let mut base = Sha256::new();
-        base.update(&job.prefix);
-        let stride = u64::MAX / self.threads as u64;
         std::thread::scope(|scope| {
-            for worker in 0..self.threads as u64 {
-                let start = seed.wrapping_add(worker.wrapping_mul(stride));
-                let (base, found, result) = (&base, &found, &result);
+            for worker in 0..threads {
+                let start = (first + worker * share) % total;
+                let len = if worker + 1 == threads { total - share * worker } else { share };
+                let (prefix, ranges, found, result) = (&prefix, &ranges, &found, &result);
                 scope.spawn(move || {
-                    if let Some(proof) =
-                        scan(base, job.difficulty, start, stride, stop, found, attempts)
-                    {
-                        if !found.swap(true, Ordering::AcqRel) {
-                            result.store(proof, Ordering::Release);
+                    let mut progress = Progress::new(attempts, stop, found);
+                    for (lo, hi) in slices(ranges, total, start, len) {
+                        match layout::scan_range(
+                            self.kernel,
+                            prefix,
+                            job.difficulty,
+                            lo,
+                            hi,
+                            &mut progress,
+                        ) {
+                            Scan::Found(proof) => {
+                                if !found.swap(true, Ordering::AcqRel) {
+                                    result.store(proof, Ordering::Release);
+                                }
+                                break;
+                            }
+                            Scan::Stopped => break,
+                            Scan::Exhausted => {}
                         }
                     }
+                    progress.flush();
                 });
             }
         });
         found.load(Ordering::Acquire).then(|| result.load(Ordering::Acquire))
     }
+
+    /// Returns the first proof in `lo..=hi` (in increasing order) that meets the job's
+    /// difficulty, on the calling thread, or `None` when there is none or `stop` was set.
+    /// Any range works; proofs whose digits cannot share one final block with the padding are
+    /// hashed the straightforward way.
+    pub fn first_in_range(
+        &self,
+        job: &Job,
+        lo: u64,
+        hi: u64,
+        stop: &AtomicBool,
+        attempts: &AtomicU64,
+    ) -> Option<u64> {
+        let prefix = Prefix::new(&job.prefix);
+        let found = AtomicBool::new(false);
+        let mut progress = Progress::new(attempts, stop, &found);
+        let outcome =
+            layout::scan_range(self.kernel, &prefix, job.difficulty, lo, hi, &mut progress);
+        progress.flush();
+        match outcome {
+            Scan::Found(proof) => Some(proof),
+            Scan::Exhausted | Scan::Stopped => None,
+        }
+    }
 }
 
-fn scan(
-    base: &Sha256,
-    difficulty: Difficulty,
-    start: u64,
-    count: u64,
-    stop: &AtomicBool,
-    found: &AtomicBool,
-    attempts: &AtomicU64,
-) -> Option<u64> {
-    let mut digits = [0u8; 20];
-    let mut done = 0u64;
-    let mut proof = start;
-    while done < count {
-        let chunk = CHECK_EVERY.min(count - done);
-        for _ in 0..chunk {
-            let text = decimal(proof, &mut digits);
-            let mut hasher = base.clone();
-            hasher.update(text);
-            let digest: [u8; 32] = hasher.finalize().into();
-            if difficulty.is_met_by(&digest) {
-                attempts.fetch_add(proof.wrapping_sub(start) - done + 1, Ordering::Relaxed);
-                return Some(proof);
+/// Returns the proof ranges for `len` consecutive indices from `start` of the cyclic sequence
+/// made of `ranges` (whose lengths add up to `total`).
+fn slices(ranges: &[(u64, u64)], total: u64, start: u64, len: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let (mut index, mut left) = (start, len);
+    while left > 0 {
+        let mut offset = index;
+        for &(lo, hi) in ranges {
+            let size = hi - lo + 1;
+            if offset < size {
+                let take = left.min(size - offset);
+                out.push((lo + offset, lo + offset + take - 1));
+                left -= take;
+                index = (index + take) % total;
+                break;
             }
-            proof = proof.wrapping_add(1);
-        }
-        done += chunk;
-        attempts.fetch_add(chunk, Ordering::Relaxed);
-        if stop.load(Ordering::Relaxed) || found.load(Ordering::Relaxed) {
-            return None;
+            offset -= size;
         }
     }
-    None
-}
-
-/// Writes `n` in decimal into the end of `buf` and returns the digits.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_a_valid_proof() {
-        let job =
-            Job { prefix: b"{\"index\": 1}".to_vec(), difficulty: Difficulty::new(3).expect("ok") };
-        let stop = AtomicBool::new(false);
-        let attempts = AtomicU64::new(0);
-        let proof = Searcher::new(2).search(&job, 12345, &stop, &attempts).expect("found");
-        let s = std::str::from_utf8(&job.prefix).expect("ascii");
-        assert!(job.difficulty.is_valid_proof(s, proof));
-        assert!(attempts.load(Ordering::Relaxed) > 0);
-    }
-
-    #[test]
-    fn decimal_digits() {
-        let mut buf = [0; 20];
-        assert_eq!(decimal(0, &mut buf), b"0");
-        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
-    }
+    out
 }

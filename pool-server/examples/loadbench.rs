@@ -1,0 +1,469 @@
+//! Load bench (on demand, not in CI): N WebSocket watchers on one server, each reading every
+//! broadcast, while a few miners submit valid proofs as fast as they can at a low difficulty.
+//!
+//! Prints proofs handled per second, blocks forged per second, the broadcast fan-out time (from the
+//! earlier of the winner's `result` and the first watcher's receipt, to the last watcher's receipt
+//! of the same block; p50/p99 over the blocks every watcher received), errors, and the server's
+//! resident memory (VmRSS from `/proc/PID/status`) before connecting, after connecting and over the
+//! run, so growth shows.
+//!
+//! By default it starts the release `pool-server` next to this example (`--server-bin` to choose,
+//! `--server-arg` to pass flags) on a temporary data directory; `--addr` and `--pid` point it at a
+//! server that is already running instead. Loopback only. `scripts/bench-load` wraps it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use protocol::{ClientMessage, Difficulty, ProofSubmission, to_python_json};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+/// WebSocket fan-out and proof-rate load bench for pool-server.
+#[derive(Debug, Parser)]
+struct Args {
+    /// WebSocket watcher connections.
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Miners submitting proofs over their own WebSocket connections.
+    #[arg(long, default_value_t = 4)]
+    miners: usize,
+    /// Seconds to mine for once every watcher is connected.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Difficulty of the server the bench starts (ignored with --addr).
+    #[arg(long, default_value_t = 1)]
+    difficulty: u64,
+    /// A running server to bench instead of starting one.
+    #[arg(long, requires = "pid")]
+    addr: Option<SocketAddr>,
+    /// The PID of that server (for its memory).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The server binary to start (default: the release pool-server beside this example).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Extra flags for the started server (repeat for each).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Concurrent WebSocket handshakes while connecting.
+    #[arg(long, default_value_t = 200)]
+    connect_parallelism: usize,
+}
+
+/// Receipt times of one block, in nanoseconds since the bench's epoch (0: none yet).
+#[derive(Default)]
+struct BlockStat {
+    accepted: AtomicU64,
+    first: AtomicU64,
+    last: AtomicU64,
+    receipts: AtomicU32,
+}
+
+/// State shared by every task.
+struct Shared {
+    epoch: Instant,
+    /// Indexed by block index minus `base`.
+    blocks: Vec<BlockStat>,
+    base: u64,
+    errors: AtomicU64,
+    proofs_answered: AtomicU64,
+    accepted: AtomicU64,
+    receipts_total: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn stat(&self, index: u64) -> Option<&BlockStat> {
+        let i = usize::try_from(index.checked_sub(self.base)?).ok()?;
+        self.blocks.get(i)
+    }
+
+    fn error(&self, what: &str) {
+        if self.errors.fetch_add(1, Ordering::Relaxed) < 10 {
+            eprintln!("error: {what}");
+        }
+    }
+}
+
+/// The block index in a `block` frame, found without parsing the whole frame: ten thousand
+/// watchers parse every broadcast on the same cores as the server.
+fn block_index(frame: &str) -> Option<u64> {
+    if !frame.starts_with("{\"type\":\"block\"") {
+        return None;
+    }
+    let rest = &frame[frame.find("\"index\":")? + "\"index\":".len()..];
+    let digits: &str = rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    check_fd_limit(args.connections + args.miners)?;
+    let mut server = None;
+    let (addr, pid) = match (args.addr, args.pid) {
+        (Some(addr), Some(pid)) => (addr, pid),
+        _ => {
+            let started = ServerProcess::start(&args)?;
+            let at = (started.addr, started.child.id());
+            server = Some(started);
+            at
+        }
+    };
+    let url = format!("ws://{addr}/ws");
+    let http = format!("http://{addr}");
+    let first: Value = reqwest::get(format!("{http}/last_block"))
+        .await
+        .context("GET /last_block")?
+        .json()
+        .await
+        .context("reading /last_block")?;
+    let base = first["last_block"]["index"].as_u64().context("no last_block.index")?;
+    let difficulty = first["difficulty"].as_u64().context("no difficulty")?;
+    println!(
+        "server {addr} (pid {pid}), difficulty {difficulty}, chain at block {base}; \
+         {} watchers, {} miners, {} s",
+        args.connections, args.miners, args.duration
+    );
+
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        blocks: (0..2_000_000).map(|_| BlockStat::default()).collect(),
+        base,
+        errors: AtomicU64::new(0),
+        proofs_answered: AtomicU64::new(0),
+        accepted: AtomicU64::new(0),
+        receipts_total: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+
+    let rss_before = rss_kib(pid)?;
+    let connect_start = Instant::now();
+    let gate = Arc::new(Semaphore::new(args.connect_parallelism));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(args.connections.max(1));
+    let mut watchers = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        watchers.push(tokio::spawn(watcher(
+            url.clone(),
+            shared.clone(),
+            gate.clone(),
+            ready_tx.clone(),
+        )));
+    }
+    drop(ready_tx);
+    let mut connected = 0usize;
+    while let Some(ok) = ready_rx.recv().await {
+        connected += usize::from(ok);
+    }
+    let rss_connected = rss_kib(pid)?;
+    println!(
+        "connected {connected}/{} watchers in {:.1} s; server VmRSS {} → {} KiB ({:.1} KiB per connection)",
+        args.connections,
+        connect_start.elapsed().as_secs_f64(),
+        rss_before,
+        rss_connected,
+        (rss_connected.saturating_sub(rss_before)) as f64 / connected.max(1) as f64
+    );
+
+    let run_start = shared.now();
+    let started = Instant::now();
+    let mut miners = Vec::new();
+    for m in 0..args.miners {
+        miners.push(tokio::spawn(miner(url.clone(), format!("bench-{m}"), shared.clone())));
+    }
+    let mut rss_samples = vec![rss_connected];
+    let deadline = started + Duration::from_secs(args.duration);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1).min(deadline - Instant::now())).await;
+        rss_samples.push(rss_kib(pid)?);
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for m in miners {
+        if let Ok(Err(e)) = m.await {
+            shared.error(&format!("miner: {e:#}"));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let run_end = shared.now();
+    // Let the last broadcast land before the watchers are stopped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for w in &watchers {
+        w.abort();
+    }
+
+    report(&shared, connected, elapsed, run_start, run_end, &rss_samples);
+    if let Some(mut server) = server {
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    }
+    Ok(())
+}
+
+fn report(
+    shared: &Shared,
+    connected: usize,
+    elapsed: f64,
+    run_start: u64,
+    run_end: u64,
+    rss: &[u64],
+) {
+    let answered = shared.proofs_answered.load(Ordering::Relaxed);
+    let forged = shared.accepted.load(Ordering::Relaxed);
+    let mut fanout = Vec::new();
+    let mut partial = 0u64;
+    for stat in &shared.blocks {
+        let accepted = stat.accepted.load(Ordering::Relaxed);
+        if accepted == 0 || accepted < run_start || accepted > run_end {
+            continue;
+        }
+        let receipts = stat.receipts.load(Ordering::Relaxed) as usize;
+        if receipts < connected {
+            // Skipped by some watcher: a lagging connection gets only the newest block.
+            partial += 1;
+            continue;
+        }
+        let start = accepted.min(stat.first.load(Ordering::Relaxed));
+        fanout.push(stat.last.load(Ordering::Relaxed).saturating_sub(start));
+    }
+    fanout.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if fanout.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((fanout.len() as f64 - 1.0) * p).round() as usize;
+        fanout[i] as f64 / 1e6
+    };
+    let receipts = shared.receipts_total.load(Ordering::Relaxed);
+    println!("proofs answered: {answered} ({:.0}/s)", answered as f64 / elapsed);
+    println!("blocks forged:   {forged} ({:.0}/s)", forged as f64 / elapsed);
+    println!(
+        "broadcast frames received: {receipts} ({:.0}/s, {:.1} blocks per watcher)",
+        receipts as f64 / elapsed,
+        receipts as f64 / connected.max(1) as f64
+    );
+    println!(
+        "fan-out to all {connected} watchers: {} blocks, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+         {partial} blocks coalesced (some watcher got a newer block instead)",
+        fanout.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    let (first, last) = (rss.first().copied().unwrap_or(0), rss.last().copied().unwrap_or(0));
+    let max = rss.iter().copied().max().unwrap_or(0);
+    println!(
+        "server VmRSS over the run: start {first} KiB, end {last} KiB, max {max} KiB ({:+.1}%)",
+        (last as f64 - first as f64) * 100.0 / first.max(1) as f64
+    );
+    println!("errors: {}", shared.errors.load(Ordering::Relaxed));
+}
+
+/// One watcher: connects, then records the receipt time of every `block` frame.
+async fn watcher(
+    url: String,
+    shared: Arc<Shared>,
+    gate: Arc<Semaphore>,
+    ready: tokio::sync::mpsc::Sender<bool>,
+) {
+    let permit = gate.acquire_owned().await;
+    let stream = match tokio_tungstenite::connect_async(&url).await {
+        Ok((stream, _)) => stream,
+        Err(e) => {
+            shared.error(&format!("connect: {e}"));
+            let _ = ready.send(false).await;
+            return;
+        }
+    };
+    drop(permit);
+    let _ = ready.send(true).await;
+    drop(ready);
+    let (_sink, mut stream) = stream.split();
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(Message::Text(text)) => {
+                if let Some(index) = block_index(text.as_str()) {
+                    let now = shared.now();
+                    shared.receipts_total.fetch_add(1, Ordering::Relaxed);
+                    if let Some(stat) = shared.stat(index) {
+                        let _ = stat.first.compare_exchange(
+                            0,
+                            now,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                        stat.last.fetch_max(now, Ordering::Relaxed);
+                        stat.receipts.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !shared.stop.load(Ordering::Relaxed) {
+                    shared.error(&format!("watcher read: {e}"));
+                }
+                return;
+            }
+        }
+    }
+    if !shared.stop.load(Ordering::Relaxed) {
+        shared.error("watcher: server closed the connection");
+    }
+}
+
+/// One miner: mines the newest block it knows, submits, and repeats until told to stop.
+async fn miner(url: String, id: String, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let (ws, _) = tokio_tungstenite::connect_async(&url).await.context("miner connect")?;
+    let (mut sink, mut stream) = ws.split();
+    let mut block: Option<(u64, Value, Difficulty)> = None;
+    let mut submitted_for: Option<u64> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Some((index, value, difficulty)) = &block
+            && submitted_for != Some(*index)
+        {
+            // Start the search at a random point so miners racing on one block differ.
+            let start = u64::from(rand_u32());
+            let s = to_python_json(value);
+            let proof =
+                (start..).find(|p| difficulty.is_valid_proof(&s, *p)).context("no proof")?;
+            let msg = ClientMessage::Proof(ProofSubmission {
+                proof,
+                id: id.clone(),
+                index: Some(*index),
+            });
+            sink.send(Message::text(msg.to_json())).await.context("miner send")?;
+            submitted_for = Some(*index);
+        }
+        let frame = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(frame)) => frame.context("miner read")?,
+            Ok(None) => bail!("server closed the miner's connection"),
+            Err(_) => bail!("miner heard nothing for 10 s"),
+        };
+        let Message::Text(text) = frame else { continue };
+        let value: Value = serde_json::from_str(text.as_str()).context("server sent bad JSON")?;
+        match value["type"].as_str() {
+            Some("block") => {
+                let index = value["block"]["index"].as_u64().context("block without index")?;
+                let difficulty = value["difficulty"]
+                    .as_u64()
+                    .and_then(|d| Difficulty::new(d).ok())
+                    .context("block without difficulty")?;
+                if block.as_ref().is_none_or(|(known, _, _)| index > *known) {
+                    block = Some((index, value["block"].clone(), difficulty));
+                }
+            }
+            Some("result") => {
+                let now = shared.now();
+                shared.proofs_answered.fetch_add(1, Ordering::Relaxed);
+                if value["accepted"] == true {
+                    shared.accepted.fetch_add(1, Ordering::Relaxed);
+                    if let Some(stat) = value["index"].as_u64().and_then(|i| shared.stat(i)) {
+                        stat.accepted.store(now, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => shared.error(&format!("miner got {text}")),
+        }
+    }
+    Ok(())
+}
+
+/// A cheap per-call random number (no crate needed for spreading start points).
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::try_from(Instant::now().elapsed().as_nanos()).unwrap_or(0));
+    h.finish() as u32
+}
+
+/// The server's resident memory in KiB, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS line")
+}
+
+/// Fails early, with the fix, when the open-files limit cannot hold every connection.
+fn check_fd_limit(connections: usize) -> anyhow::Result<()> {
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(soft) = soft
+        && soft < connections + 256
+    {
+        bail!("open-files limit is {soft}; run `ulimit -n {}` first", connections + 256);
+    }
+    Ok(())
+}
+
+/// A pool-server child process on a fresh data directory.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    fn start(args: &Args) -> anyhow::Result<Self> {
+        let bin = match &args.server_bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()
+                .context("locating this example")?
+                .parent()
+                .and_then(|examples| examples.parent())
+                .context("no target directory")?
+                .join("pool-server"),
+        };
+        let dir = tempfile::tempdir().context("creating a data directory")?;
+        let mut child = Command::new(&bin)
+            .args(["--port", "0", "--difficulty", &args.difficulty.to_string(), "--data-dir"])
+            .arg(dir.path())
+            .args(&args.server_args)
+            .env("RUST_LOG", "warn,pool_server=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.wait();
+                bail!("{} exited before listening", bin.display());
+            };
+            let line = line.context("reading the server's log")?;
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or("").trim_end_matches(':');
+                break addr.parse().with_context(|| format!("bad address in {line:?}"))?;
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Ok(ServerProcess { child, addr, _dir: dir })
+    }
+}
