@@ -6,7 +6,7 @@ use tokio_tungstenite::tungstenite::Message;
 use ws_miner::{Event, Outcome};
 
 /// Renders events as the plain lines a user sees, with what varies between runs (times,
-/// attempt counts, random proofs, ports) replaced by fixed values.
+/// attempt counts, random proofs, ports, the CPU's kernel) replaced by fixed values.
 fn plain_redacted(events: &[Event], addr: std::net::SocketAddr) -> String {
     let lines: Vec<String> = events
         .iter()
@@ -17,6 +17,8 @@ fn plain_redacted(events: &[Event], addr: std::net::SocketAddr) -> String {
                     (*proof, *secs, *attempts, *hashrate) = (4242, 1.5, 3_000_000, 2_000_000.0);
                 }
                 Event::Accepted { proof, .. } | Event::Rejected { proof, .. } => *proof = 4242,
+                // The kernel depends on the CPU (portable, AVX2, SHA-NI...).
+                Event::SearchStarted { kernel, .. } => *kernel = "KERNEL",
                 Event::SearchAborted { secs, stop_ms, .. } => (*secs, *stop_ms) = (0.25, 1.0),
                 Event::Summary(s) => {
                     (s.attempts, s.search_secs, s.run_secs) = (6_000_000, 3.0, 4.0);
@@ -70,10 +72,10 @@ async fn mines_pushed_blocks_reports_results_and_summarises() {
     assert!(s.attempts > 0);
     insta::assert_snapshot!(plain_redacted(&events, server.addr), @r"
     connected to ws://HOST:PORT/ws (websocket)
-    block 1: mining at difficulty 3 (portable kernel, 2 threads)
+    block 1: mining at difficulty 3 (KERNEL kernel, 2 threads)
     block 1: found proof 4242 in 1.50s (3000000 attempts, 2.00 MH/s)
     block 1: proof 4242 accepted: New Block Forged (coins: 1)
-    block 2: mining at difficulty 3 (portable kernel, 2 threads)
+    block 2: mining at difficulty 3 (KERNEL kernel, 2 threads)
     block 2: found proof 4242 in 1.50s (3000000 attempts, 2.00 MH/s)
     block 2: proof 4242 rejected (stale): block 2 was already won by bob 0.1s ago
     summary: 1 blocks won, 1 coins, proofs rejected: 1 stale, 0 invalid, 0 searches aborted by a new block
