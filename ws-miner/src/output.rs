@@ -192,8 +192,9 @@ impl Event {
             }
             Event::Dialect { dialect, reason } => format!("dialect {dialect}: {reason}"),
             Event::SearchStarted { index, difficulty, kernel, threads } => format!(
-                "{}: mining at difficulty {difficulty} ({kernel} kernel, {threads} threads)",
-                block_name(*index)
+                "{}: mining at difficulty {difficulty} ({kernel} kernel, {threads} thread{})",
+                block_name(*index),
+                if *threads == 1 { "" } else { "s" }
             ),
             Event::SearchFinished { index, proof, secs, attempts, hashrate } => format!(
                 "{}: found proof {proof} in {secs:.2}s ({attempts} attempts, {})",

@@ -8,6 +8,7 @@
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientMessage, ProofSubmission, ServerMessage};
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,11 +90,12 @@ pub(crate) enum WsEnd {
 /// Proof bookkeeping across frames and reconnects.
 #[derive(Default)]
 struct Proofs {
-    /// Sent; waiting for the server's `result`.
-    awaiting: Option<Found>,
+    /// Sent, oldest first; the server answers proofs in the order it receives them, and a
+    /// miner may send the next proof before the previous one is answered.
+    awaiting: VecDeque<Found>,
     /// Found (or sent before the connection dropped) while no result can come: sent again when
     /// the server is back and the block is still current.
-    unsent: Option<Found>,
+    unsent: Vec<Found>,
 }
 
 /// Mines over the WebSocket at `url` until the run ends. With `fallback`, a server that answers
@@ -174,13 +176,13 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
                 match conn.as_mut() {
                     Some(ws) => {
                         if let Err(reason) = send_proof(ws, &ctx.config.id, &found).await {
-                            proofs.unsent = Some(found);
+                            proofs.unsent.push(found);
                             lose(ctx, &mut conn, &mut proofs, &mut backoff, &mut retry_at, reason);
                         } else {
-                            proofs.awaiting = Some(found);
+                            proofs.awaiting.push_back(found);
                         }
                     }
-                    None => proofs.unsent = Some(found),
+                    None => proofs.unsent.push(found),
                 }
             }
             _ = keepalive.tick() => {
@@ -219,9 +221,7 @@ fn lose(
     *conn = None;
     // A proof whose answer was lost with the connection is sent again if its block is still
     // current when the server is back; the server says stale if it had already counted it.
-    if let Some(found) = proofs.awaiting.take() {
-        proofs.unsent = Some(found);
-    }
+    proofs.unsent.extend(proofs.awaiting.drain(..));
     *retry_at = Instant::now() + backoff.next_delay();
     ctx.reporter.emit(Event::Disconnected { reason });
 }
@@ -281,16 +281,14 @@ async fn handle_text(
             // user's --zeros is the better guess then.
             let difficulty = if states_difficulty(text) { difficulty } else { ctx.config.zeros };
             let work = Arc::new(Work::new(&block, difficulty, dialect));
-            if let Some(found) = proofs.unsent.take() {
+            for found in std::mem::take(&mut proofs.unsent) {
                 if *found.work == *work {
                     if let Err(reason) = send_proof(ws, &ctx.config.id, &found).await {
-                        proofs.unsent = Some(found);
+                        proofs.unsent.push(found);
                         return Step::Lost(reason);
                     }
-                    proofs.awaiting = Some(found);
-                    return Step::Continue;
-                }
-                if carries_our_proof(&block, found.proof, &ctx.config.id) {
+                    proofs.awaiting.push_back(found);
+                } else if carries_our_proof(&block, found.proof, &ctx.config.id) {
                     let coins = ctx.miner.won();
                     ctx.reporter.emit(Event::Accepted {
                         index: found.work.index,
@@ -309,6 +307,10 @@ async fn handle_text(
                     }
                 }
             }
+            if proofs.awaiting.iter().any(|f| *f.work == *work) && ctx.miner.current().is_none() {
+                // Our proof for this very block is being judged.
+                return Step::Continue;
+            }
             match ctx.miner.current() {
                 Some(current) if **current == *work => return Step::Continue,
                 Some(_) => {
@@ -317,17 +319,12 @@ async fn handle_text(
                         return Step::End(outcome);
                     }
                 }
-                None => {
-                    if proofs.awaiting.as_ref().is_some_and(|f| *f.work == *work) {
-                        // Our proof for this very block is being judged.
-                        return Step::Continue;
-                    }
-                }
+                None => {}
             }
             ctx.start(work);
         }
         ServerMessage::Result { accepted, message, reason, index: _ } => {
-            let Some(found) = proofs.awaiting.take() else {
+            let Some(found) = proofs.awaiting.pop_front() else {
                 ctx.reporter.emit(Event::Ignored {
                     what: format!("a result for no proof of ours: {}", preview(text)),
                 });
@@ -362,7 +359,7 @@ async fn handle_text(
         ServerMessage::Error { message } => {
             ctx.reporter.emit(Event::ServerError { message: message.clone() });
             // An error while a proof is being judged is the server's answer to that proof.
-            if let Some(found) = proofs.awaiting.take() {
+            if let Some(found) = proofs.awaiting.pop_front() {
                 ctx.miner.rejected(false);
                 ctx.reporter.emit(Event::Rejected {
                     index: found.work.index,

@@ -384,3 +384,33 @@ async fn zeros_applies_when_the_server_states_no_difficulty() {
     assert!(solves(&b, 2, &recv_proof(&mut ws).await["proof"]));
     miner.stop().await;
 }
+
+#[tokio::test]
+async fn results_answer_proofs_in_order_even_when_a_second_proof_is_sent_first() {
+    let server = WsServer::bind().await;
+    let mut miner = MinerRun::start(config(ws_endpoint(server.addr), "alice"));
+    let mut ws = server.accept().await;
+    // Block 1 is won by our proof, and the server pushes block 2 before answering it (as a
+    // busy pool-server may): the miner mines block 2 and sends a second proof meanwhile.
+    send(&mut ws, block_frame(&block(1, "order"), EASY)).await;
+    let first = recv_proof(&mut ws).await;
+    send(&mut ws, block_frame(&block(2, "order"), EASY)).await;
+    let second = recv_proof(&mut ws).await;
+    assert_eq!((first["index"].as_u64(), second["index"].as_u64()), (Some(1), Some(2)));
+    send(&mut ws, result_frame(true, "New Block Forged", None, 2)).await;
+    send(&mut ws, result_frame(false, "block 2 was already won by bob", Some("stale"), 3)).await;
+    miner
+        .wait_for("the second answer", |e| matches!(e, Event::Rejected { .. }).then_some(()))
+        .await;
+    let (_, events) = miner.stop().await;
+    let answers: Vec<(Option<u64>, bool)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Accepted { index, .. } => Some((*index, true)),
+            Event::Rejected { index, .. } => Some((*index, false)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![(Some(1), true), (Some(2), false)]);
+    assert!(!events.iter().any(|e| matches!(e, Event::Ignored { .. })), "{events:#?}");
+}
