@@ -104,7 +104,7 @@ async fn two_miners_race_and_every_block_has_one_winner() {
     bob.threads = 1;
     let mut alice = MinerRun::start(alice);
     let bob = MinerRun::start(bob);
-    const BLOCKS: u64 = 8;
+    const BLOCKS: u64 = 20;
     // Every forged block is pushed to both: wait until alice is mining block BLOCKS + 1.
     alice
         .wait_for("block BLOCKS + 1", |e| match e {
@@ -122,8 +122,14 @@ async fn two_miners_race_and_every_block_has_one_winner() {
     for block in &chain[1..] {
         *wins.entry(winner(block).expect("a reward").to_owned()).or_insert(0u64) += 1;
     }
-    assert_eq!(wins.get("alice").copied().unwrap_or(0), a.coins, "{wins:?}");
-    assert_eq!(wins.get("bob").copied().unwrap_or(0), b.coins, "{wins:?}");
-    assert!(a.coins + b.coins >= BLOCKS);
+    // Each miner counted every win it was told about; a proof still in flight when it was
+    // stopped may have won without the miner hearing of it (at most one each).
+    for (who, s) in [("alice", &a), ("bob", &b)] {
+        let on_chain = wins.get(who).copied().unwrap_or(0);
+        assert!((s.coins..=s.coins + 1).contains(&on_chain), "{who}: {s:?} vs chain {wins:?}");
+    }
+    assert!(chain.len() as u64 > BLOCKS, "{} blocks", chain.len());
+    // Random start proofs: equal miners share the blocks (one taking all 20 has odds 2^-19).
+    assert!(a.coins > 0 && b.coins > 0, "both win blocks when racing on equal terms: {wins:?}");
     assert_eq!(a.rejected_invalid + b.rejected_invalid, 0);
 }
