@@ -58,13 +58,40 @@ fn acknowledged_blocks_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut bin = spawn_binary(&data, ZEROS).expect("server starts");
-    let mut acknowledged = Vec::new();
-    for n in 0..25 {
-        acknowledged.push(forge(&bin, &format!("miner-{n}")));
+    // A miner keeps submitting from another thread, so the kill lands while a request is in
+    // flight; only answers it received count as acknowledged.
+    let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (miner_acks, addr) = (acks.clone(), bin.addr);
+    let miner = std::thread::spawn(move || {
+        let d = Difficulty::new(ZEROS).expect("ok");
+        for n in 0.. {
+            let Ok(resp) = blocking_client().get(format!("http://{addr}/last_block")).send() else {
+                return;
+            };
+            let Ok(body) = resp.json::<Value>() else { return };
+            let proof = crate::support::mine(&body["last_block"], d, 0);
+            let answer = blocking_client()
+                .post(format!("http://{addr}/mine"))
+                .json(&json!({"proof": proof, "id": format!("miner-{n}")}))
+                .send()
+                .and_then(|r| r.json::<Value>());
+            match answer {
+                Ok(a) if a["message"] == "New Block Forged" => {
+                    miner_acks.lock().expect("lock").push(a["block"].clone())
+                }
+                Ok(a) => panic!("unexpected answer {a}"),
+                Err(_) => return,
+            }
+        }
+    });
+    while acks.lock().expect("lock").len() < 25 {
+        std::thread::yield_now();
     }
     bin.child.kill().expect("SIGKILL");
     bin.child.wait().expect("wait");
+    miner.join().expect("miner thread");
     drop(bin);
+    let acknowledged = acks.lock().expect("lock").clone();
 
     let bin = spawn_binary(&data, ZEROS).expect("server restarts on the same data");
     let chain = get(&bin.addr, "/chain")["chain"].as_array().expect("chain").clone();
