@@ -92,6 +92,15 @@ fn transaction_from_value(body: &Value) -> Result<Transaction, String> {
     Ok(Transaction { sender, recipient, amount })
 }
 
+/// The OpenAPI 3 document of these routes, errors included (`pool-server/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// `GET /openapi.json`: the OpenAPI document, as written (schemathesis tests the server
+/// against it).
+pub async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 /// The fallback for unknown routes: a JSON 404.
 pub async fn not_found(uri: Uri) -> AppError {
     AppError::NotFound(uri.path().chars().take(100).collect())

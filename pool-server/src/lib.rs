@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .route("/mine", post(http::mine))
         .route("/chain", get(http::chain))
         .route("/transactions/new", post(http::new_transaction))
+        .route("/openapi.json", get(http::openapi))
         .route("/ws", get(ws::upgrade))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

@@ -4,7 +4,10 @@
 
 mod compat;
 mod concurrency;
+mod crash;
 mod durability;
+mod fuzz_ws;
 mod http;
+mod schemathesis;
 mod support;
 mod ws;
