@@ -1,1 +1,107 @@
-//! Placeholder until the server lands.
+//! The pool server: keeps the chain, pushes each new block to every miner over WebSockets, and
+//! serves the course's HTTP API on the same port. It never mines.
+//!
+//! # Layout
+//! - `config`: command line → [`Config`].
+//! - `chain`: the chain rules (validate a stored chain, judge a proof, forge a block); pure.
+//! - `store`: the SQLite database (WAL, `synchronous=FULL`).
+//! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
+//! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
+//! - `ws`: the `/ws` endpoint; `http`: the course's routes; `error`: JSON error responses.
+
+pub mod chain;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ledger;
+pub mod state;
+pub mod store;
+pub mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::{Cli, Config};
+pub use state::AppState;
+
+/// The largest HTTP request body read; a bigger one gets a 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long an HTTP request may take before it gets a 503, so shutdown never hangs on one.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for WebSocket connections to close.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Returns the router: the course's HTTP routes, `/ws`, and JSON 404/405 fallbacks.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/last_block", get(http::last_block))
+        .route("/mine", post(http::mine))
+        .route("/chain", get(http::chain))
+        .route("/transactions/new", post(http::new_transaction))
+        .route("/openapi.json", get(http::openapi))
+        .route("/ws", get(ws::upgrade))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Opens (or creates) the chain under `config.data_dir`, re-validates it, and serves on
+/// `listener` until `shutdown` completes; then closes every WebSocket and returns.
+///
+/// # Errors
+/// When the database cannot be opened, the stored chain is corrupt (the message names the
+/// block and the problem), or serving fails.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let difficulty = config.difficulty;
+    let ledger = tokio::task::spawn_blocking(move || {
+        ledger::Ledger::open(store::Store::open(&data_dir)?, difficulty)
+    })
+    .await
+    .context("opening the chain")??;
+    let last = ledger.chain().last().index;
+
+    let token = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let state = AppState::new(ledger, token.clone(), tasks.clone());
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(
+        %difficulty,
+        last_block = last,
+        data_dir = %config.data_dir.display(),
+        "listening on {addr}: http://{addr}/ (GET /last_block, POST /mine, GET /chain) and ws://{addr}/ws"
+    );
+    let serve =
+        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                token.cancel();
+            });
+    serve.await.context("serving")?;
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!("some WebSocket connections did not close in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Command-line options and the validated [`Config`] the server runs with.
+//!
+//! Only this module and `main.rs` see clap types; everything past `main` takes a plain
+//! [`Config`], so tests build one directly.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::Parser;
+use protocol::Difficulty;
+
+/// The default address to listen on: loopback only, so a fresh checkout is not exposed.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The course server's port.
+pub const DEFAULT_PORT: u16 = 5000;
+/// The course's difficulty: six leading hex zeroes.
+pub const DEFAULT_DIFFICULTY: u64 = 6;
+/// The most leading zeroes `--difficulty` accepts; beyond that no miner would ever win a block.
+pub const MAX_DIFFICULTY: u64 = 16;
+/// Where the chain is stored unless `--data-dir` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "./pool-data";
+
+/// Keeps the chain, pushes each new block to every miner over WebSockets and serves the
+/// course's HTTP API (`GET /last_block`, `POST /mine`, `GET /chain`, `POST /transactions/new`).
+#[derive(Debug, Parser)]
+#[command(name = "pool-server", version, about)]
+pub struct Cli {
+    /// Address to listen on (an IP address).
+    #[arg(long, default_value = DEFAULT_HOST)]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// Leading hex zeroes a proof needs (1-16).
+    #[arg(long, default_value_t = DEFAULT_DIFFICULTY)]
+    pub difficulty: u64,
+    /// Directory of the SQLite database (created if missing).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// The server's validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Leading hex zeroes a new proof needs.
+    pub difficulty: Difficulty,
+    /// Directory of the SQLite database.
+    pub data_dir: PathBuf,
+}
+
+/// A command line that parses but makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--difficulty` is outside 1..=16.
+    #[error("--difficulty must be between 1 and {MAX_DIFFICULTY}, got {0}")]
+    Difficulty(u64),
+}
+
+impl Cli {
+    /// Validates the command line into a [`Config`].
+    ///
+    /// # Errors
+    /// When `--difficulty` is outside 1..=16.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if !(1..=MAX_DIFFICULTY).contains(&self.difficulty) {
+            return Err(ConfigError::Difficulty(self.difficulty));
+        }
+        let difficulty = Difficulty::new(self.difficulty)
+            .map_err(|_| ConfigError::Difficulty(self.difficulty))?;
+        Ok(Config {
+            listen: SocketAddr::new(self.host, self.port),
+            difficulty,
+            data_dir: self.data_dir,
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! [`AppError`]: every HTTP failure as a status code and a JSON `{"message": ...}` body.
+//!
+//! Bad input becomes a 4xx saying what is wrong and is not logged above debug. An internal
+//! error becomes a 500 "something went wrong"; its details go to the log, never to the client.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+/// An HTTP request that failed, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is well-formed HTTP but its content is wrong (a missing or mistyped field).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body could not be read as JSON (malformed, wrong content type, too large).
+    #[error("{}", .0.body_text())]
+    Json(#[from] JsonRejection),
+    /// A request to `/ws` that is not a WebSocket upgrade.
+    #[error("{}", .0.body_text())]
+    Upgrade(#[from] WebSocketUpgradeRejection),
+    /// No such route.
+    #[error(
+        "no route for {0}; try GET /last_block, POST /mine, GET /chain, POST /transactions/new or ws://.../ws"
+    )]
+    NotFound(String),
+    /// The route exists but not for this method.
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    /// Something broke on our side; the details stay in the log.
+    #[error("something went wrong")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    /// Returns the status code this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Json(r) => r.status(),
+            AppError::Upgrade(r) => r.status(),
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(e: anyhow::Error) -> Self {
+        AppError::Internal(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let AppError::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        } else {
+            tracing::debug!(%status, message = %self, "rejected request");
+        }
+        (status, Json(json!({ "message": self.to_string() }))).into_response()
+    }
+}
+
+/// `axum::Json`, but its rejections answer with a JSON `{"message": ...}` body (keeping
+/// axum's status: 400 malformed, 413 too large, 415 wrong content type, 422 wrong shape).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(JsonBody(value))
+    }
+}

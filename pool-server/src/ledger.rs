@@ -1,0 +1,103 @@
+//! [`Ledger`]: the chain paired with its database, so that judging a proof and appending the
+//! block it forges is one step under one lock.
+//!
+//! Blocking (SQLite commits wait for the disk): call it only from `spawn_blocking` or startup.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
+
+use crate::chain::{Chain, Judgement};
+use crate::store::Store;
+
+/// What became of a proof.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The proof won: this block is now committed as the chain's last block.
+    Accepted(Block),
+    /// The proof lost.
+    Rejected {
+        /// Stale or invalid.
+        reason: RejectReason,
+        /// A sentence for the miner.
+        message: String,
+        /// The chain's last index.
+        index: u64,
+    },
+}
+
+/// The chain and its database, kept in step.
+#[derive(Debug)]
+pub struct Ledger {
+    chain: Chain,
+    store: Store,
+    difficulty: Difficulty,
+}
+
+/// Returns the current time as Python's `time()` would: float seconds since the epoch.
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl Ledger {
+    /// Opens the database, creates the genesis block on first start, and re-validates the
+    /// whole stored chain. New proofs are judged at `difficulty`.
+    ///
+    /// # Errors
+    /// When the database cannot be opened or the stored chain breaks a rule; the message names
+    /// the file, the block and the problem.
+    pub fn open(store: Store, difficulty: Difficulty) -> anyhow::Result<Self> {
+        let mut store = store;
+        if !store.has_blocks()? {
+            let genesis = Block::genesis(now());
+            store.append_block(&genesis, None).context("storing the genesis block")?;
+        }
+        let path = store.path().display().to_string();
+        let blocks = store.load_blocks().with_context(|| format!("corrupt chain in {path}"))?;
+        let pending = store.load_pending().with_context(|| format!("corrupt chain in {path}"))?;
+        let chain = Chain::from_stored(blocks, pending)
+            .with_context(|| format!("corrupt chain in {path}"))?;
+        Ok(Ledger { chain, store, difficulty })
+    }
+
+    /// Returns the chain.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// Returns the difficulty new proofs are judged at.
+    pub fn difficulty(&self) -> Difficulty {
+        self.difficulty
+    }
+
+    /// Judges a proof and, when it wins, forges the next block and commits it before returning.
+    ///
+    /// # Errors
+    /// When the database fails; then the chain is unchanged.
+    pub fn submit(&mut self, sub: &ProofSubmission) -> anyhow::Result<Outcome> {
+        let now = now();
+        match self.chain.judge(sub, self.difficulty, now) {
+            Judgement::Wins => {
+                let block = self.chain.forge(sub.proof, &sub.id, now);
+                self.store
+                    .append_block(&block, Some(self.difficulty))
+                    .with_context(|| format!("storing block {}", block.index))?;
+                self.chain.append(block.clone());
+                Ok(Outcome::Accepted(block))
+            }
+            Judgement::Rejected { reason, message } => {
+                Ok(Outcome::Rejected { reason, message, index: self.chain.last().index })
+            }
+        }
+    }
+
+    /// Stores a transaction for the next block and returns that block's index.
+    ///
+    /// # Errors
+    /// When the database fails; then nothing was queued.
+    pub fn add_transaction(&mut self, t: Transaction) -> anyhow::Result<u64> {
+        self.store.add_pending(&t).context("storing a pending transaction")?;
+        Ok(self.chain.add_pending(t))
+    }
+}

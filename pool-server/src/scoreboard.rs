@@ -1,0 +1,231 @@
+//! [`Scoreboard`]: what the dashboard and `/balances` show (coins per id, the newest blocks, the
+//! recent block rate), kept up to date one forged block at a time so that no request rescans the
+//! chain.
+//!
+//! Coins are everything an id received minus everything it sent, over the transactions of forged
+//! blocks: mining rewards (sender `"0"`) and the course's transfers alike. Pending transactions
+//! count only once a block holds them. The course's server never checks that a sender can pay,
+//! so a balance can be negative.
+//!
+//! Pure data, no I/O and no locking: [`AppState`](crate::AppState) keeps it behind a mutex.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use protocol::block::REWARD_SENDER;
+use protocol::message::STATS_RECENT_BLOCKS;
+use protocol::{Balance, Block, Difficulty, ServerMessage};
+use serde_json::Value;
+
+/// The longest window the block rate is measured over, in seconds.
+pub const RATE_WINDOW_SECS: f64 = 300.0;
+/// The shortest window: right after start, a couple of quick blocks should not read as hundreds a
+/// minute.
+pub const MIN_RATE_WINDOW_SECS: f64 = 60.0;
+
+/// Coins per id, the newest blocks and recent forge times.
+#[derive(Debug)]
+pub struct Scoreboard {
+    coins: HashMap<String, i64>,
+    /// The leaderboard, ranked once per block so that requests only clone an `Arc`.
+    ranked: Arc<[Balance]>,
+    /// The newest blocks as JSON, newest first.
+    recent: VecDeque<Value>,
+    /// Timestamps of the blocks forged within the rate window, oldest first.
+    forged_at: VecDeque<f64>,
+    chain_length: u64,
+    /// When the server started (seconds since the epoch): the rate counts only blocks since then.
+    started: f64,
+}
+
+impl Scoreboard {
+    /// Builds the scoreboard from the whole chain (once, at start); `started` is the server's
+    /// start time in seconds since the epoch.
+    pub fn from_chain(blocks: &[Block], started: f64) -> Self {
+        let mut board = Scoreboard {
+            coins: HashMap::new(),
+            ranked: Arc::from(Vec::new()),
+            recent: VecDeque::with_capacity(STATS_RECENT_BLOCKS + 1),
+            forged_at: VecDeque::new(),
+            chain_length: 0,
+            started,
+        };
+        for block in blocks {
+            board.apply(block);
+        }
+        board.rank();
+        board
+    }
+
+    /// Adds a newly forged block.
+    pub fn record(&mut self, block: &Block) {
+        self.apply(block);
+        self.rank();
+    }
+
+    fn apply(&mut self, block: &Block) {
+        for t in &block.transactions {
+            let amount = i64::try_from(t.amount).unwrap_or(i64::MAX);
+            if t.sender != REWARD_SENDER {
+                let sender = self.coins.entry(t.sender.clone()).or_default();
+                *sender = sender.saturating_sub(amount);
+            }
+            let recipient = self.coins.entry(t.recipient.clone()).or_default();
+            *recipient = recipient.saturating_add(amount);
+        }
+        self.recent.push_front(block.to_value());
+        self.recent.truncate(STATS_RECENT_BLOCKS);
+        // The genesis block is made, not forged: it says nothing about the miners.
+        if block.index > 1 && block.timestamp >= self.started {
+            self.forged_at.push_back(block.timestamp);
+        }
+        self.chain_length += 1;
+    }
+
+    fn rank(&mut self) {
+        let mut ranked: Vec<Balance> = self
+            .coins
+            .iter()
+            .map(|(id, coins)| Balance { id: id.clone(), coins: *coins })
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
+        self.ranked = ranked.into();
+    }
+
+    /// Returns every id that appears in a forged block with its coins, highest first, ties by id.
+    pub fn balances(&self) -> Arc<[Balance]> {
+        self.ranked.clone()
+    }
+
+    /// Returns the coins of `id`; 0 for an id the chain has never mentioned.
+    pub fn coins(&self, id: &str) -> i64 {
+        self.coins.get(id).copied().unwrap_or(0)
+    }
+
+    /// Returns the number of blocks in the chain, genesis included.
+    pub fn chain_length(&self) -> u64 {
+        self.chain_length
+    }
+
+    /// Returns blocks forged per minute at `now` (seconds since the epoch), over the last
+    /// [`RATE_WINDOW_SECS`] or the time since start if shorter (but at least
+    /// [`MIN_RATE_WINDOW_SECS`]).
+    pub fn blocks_per_minute(&mut self, now: f64) -> f64 {
+        let window = (now - self.started).clamp(MIN_RATE_WINDOW_SECS, RATE_WINDOW_SECS);
+        while self.forged_at.front().is_some_and(|t| *t < now - window) {
+            self.forged_at.pop_front();
+        }
+        self.forged_at.len() as f64 * 60.0 / window
+    }
+
+    /// Returns the `stats` message at `now` for a pool at `difficulty` with `clients` WebSocket
+    /// connections. The hashrate is estimated as blocks/min × 16^D / 60: the hashes a block
+    /// takes on average, times blocks per second.
+    pub fn stats(&mut self, difficulty: Difficulty, clients: u64, now: f64) -> ServerMessage {
+        let blocks_per_minute = self.blocks_per_minute(now);
+        ServerMessage::Stats {
+            chain_length: self.chain_length,
+            difficulty,
+            miners: clients,
+            blocks_per_minute,
+            hashrate: blocks_per_minute * difficulty.expected_attempts() / 60.0,
+            balances: self.ranked.to_vec(),
+            recent: self.recent.iter().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::Transaction;
+
+    fn block(index: u64, timestamp: f64, transactions: Vec<Transaction>) -> Block {
+        Block { index, timestamp, transactions, proof: index, previous_hash: "h".into() }
+    }
+
+    fn transfer(from: &str, to: &str, amount: u64) -> Transaction {
+        Transaction { sender: from.into(), recipient: to.into(), amount }
+    }
+
+    fn ranked(board: &Scoreboard) -> Vec<(String, i64)> {
+        board.balances().iter().map(|b| (b.id.clone(), b.coins)).collect()
+    }
+
+    #[test]
+    fn counts_rewards_and_transfers_highest_first_ties_by_id() {
+        let chain = [
+            Block::genesis(0.0),
+            block(2, 1.0, vec![Transaction::reward("bob")]),
+            block(3, 2.0, vec![Transaction::reward("alice")]),
+            block(4, 3.0, vec![transfer("bob", "carol", 3), Transaction::reward("alice")]),
+        ];
+        let mut board = Scoreboard::from_chain(&chain, 10.0);
+        assert_eq!(
+            ranked(&board),
+            [("carol".into(), 3), ("alice".into(), 2), ("bob".into(), -2)].to_vec()
+        );
+        board.record(&block(5, 11.0, vec![Transaction::reward("bob"), Transaction::reward("bob")]));
+        assert_eq!(board.coins("bob"), 0);
+        assert_eq!(board.coins("nobody"), 0);
+        assert_eq!(board.chain_length(), 5);
+        board.record(&block(6, 12.0, vec![Transaction::reward("dave")]));
+        let order: Vec<String> = ranked(&board).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(order, ["carol", "alice", "dave", "bob"]);
+    }
+
+    #[test]
+    fn stats_carry_the_newest_blocks_newest_first() {
+        let mut chain = vec![Block::genesis(0.0)];
+        chain.extend((2..=30).map(|i| block(i, i as f64, vec![Transaction::reward("a")])));
+        let mut board = Scoreboard::from_chain(&chain, 0.0);
+        let ServerMessage::Stats { chain_length, recent, balances, miners, .. } =
+            board.stats(Difficulty::DEFAULT, 3, 31.0)
+        else {
+            panic!("stats() returns a Stats message");
+        };
+        assert_eq!(chain_length, 30);
+        assert_eq!(miners, 3);
+        assert_eq!(balances, vec![Balance { id: "a".into(), coins: 29 }]);
+        let indexes: Vec<u64> = recent.iter().filter_map(|b| b["index"].as_u64()).collect();
+        assert_eq!(indexes, (11..=30).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn block_rate_counts_blocks_since_start_within_the_window() {
+        let started = 1000.0;
+        // A block from before the start does not count.
+        let mut board = Scoreboard::from_chain(&[Block::genesis(900.0)], started);
+        assert_eq!(board.blocks_per_minute(1001.0), 0.0);
+        for i in 0..30 {
+            board.record(&block(i + 2, started + 1.0 + i as f64, Vec::new()));
+        }
+        // 30 blocks in the first 30 s: measured over the one-minute floor.
+        assert_eq!(board.blocks_per_minute(started + 30.0), 30.0);
+        // Ten minutes later they have left the five-minute window.
+        assert_eq!(board.blocks_per_minute(started + 630.0), 0.0);
+        let ServerMessage::Stats { hashrate, blocks_per_minute, .. } =
+            board.stats(Difficulty::new(2).expect("in range"), 0, started + 630.0)
+        else {
+            panic!("stats() returns a Stats message");
+        };
+        assert_eq!((blocks_per_minute, hashrate), (0.0, 0.0));
+    }
+
+    #[test]
+    fn hashrate_is_blocks_per_second_times_expected_attempts() {
+        let started = 0.0;
+        let mut board = Scoreboard::from_chain(&[Block::genesis(0.0)], started);
+        for i in 0..120 {
+            board.record(&block(i + 2, 100.0 + i as f64, Vec::new()));
+        }
+        let ServerMessage::Stats { blocks_per_minute, hashrate, .. } =
+            board.stats(Difficulty::new(3).expect("in range"), 0, 240.0)
+        else {
+            panic!("stats() returns a Stats message");
+        };
+        // 120 blocks (the genesis block does not count) over the 240 s since start.
+        assert_eq!(blocks_per_minute, 30.0);
+        assert_eq!(hashrate, blocks_per_minute * 4096.0 / 60.0);
+    }
+}

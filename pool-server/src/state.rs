@@ -1,0 +1,169 @@
+//! [`AppState`]: what every handler and connection shares.
+//!
+//! The [`Ledger`] sits behind a `std::sync::Mutex` that is only ever locked inside
+//! `spawn_blocking` (never across an `.await`), which makes "judge, forge, commit, publish" one
+//! atomic step. The newest block is published through a `watch` channel as a [`Latest`] holding
+//! the block and its WebSocket frame, serialised once per forged block however many clients
+//! there are; a lagging connection just sees the newest value.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::extract::ws::Utf8Bytes;
+use protocol::{Block, Difficulty, ProofSubmission, ServerMessage, Transaction};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::AppError;
+use crate::ledger::{Ledger, Outcome};
+
+/// The chain's newest block, ready to send.
+#[derive(Debug)]
+pub struct Latest {
+    /// The block.
+    pub block: Block,
+    /// Its `{"type": "block", ...}` WebSocket frame.
+    pub frame: Utf8Bytes,
+}
+
+/// Counters, cheap enough to bump on every event (a later `/metrics` reads them).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// WebSocket connections open now.
+    pub connections: AtomicU64,
+    /// Blocks forged since start.
+    pub blocks_forged: AtomicU64,
+    /// Proofs rejected since start.
+    pub proofs_rejected: AtomicU64,
+}
+
+/// The state shared by all handlers; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    ledger: Mutex<Ledger>,
+    difficulty: Difficulty,
+    latest: watch::Sender<Arc<Latest>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    stats: Stats,
+}
+
+impl AppState {
+    /// Wraps an opened ledger. `shutdown` is cancelled when the server stops; `tasks` tracks
+    /// the WebSocket connections so that shutdown can wait for them.
+    pub fn new(ledger: Ledger, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
+        let difficulty = ledger.difficulty();
+        let latest = watch::Sender::new(latest(ledger.chain().last(), difficulty));
+        let inner = Shared {
+            ledger: Mutex::new(ledger),
+            difficulty,
+            latest,
+            shutdown,
+            tasks,
+            stats: Stats::default(),
+        };
+        AppState { inner: Arc::new(inner) }
+    }
+
+    /// Returns the difficulty new proofs need.
+    pub fn difficulty(&self) -> Difficulty {
+        self.inner.difficulty
+    }
+
+    /// Returns the newest block.
+    pub fn latest(&self) -> Arc<Latest> {
+        self.inner.latest.borrow().clone()
+    }
+
+    /// Returns a receiver that wakes on every forged block.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Latest>> {
+        self.inner.latest.subscribe()
+    }
+
+    /// Returns the token cancelled at shutdown.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Returns the tracker of connection tasks.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    /// Returns the counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock cannot leave the ledger half-updated: the chain is only
+        // changed after the commit, in one push. So a poisoned lock is still usable.
+        self.inner.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the ledger on the blocking pool.
+    async fn with_ledger<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&AppState, &mut Ledger) -> anyhow::Result<R> + Send + 'static,
+    ) -> Result<R, AppError> {
+        let state = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut ledger = state.lock();
+            f(&state, &mut ledger)
+        })
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("ledger task failed: {e}")))?;
+        Ok(result?)
+    }
+
+    /// Judges a proof; a winning one is committed and then broadcast before this returns.
+    ///
+    /// # Errors
+    /// Only internal ones (the database failed).
+    pub async fn submit(&self, sub: ProofSubmission) -> Result<Outcome, AppError> {
+        self.with_ledger(move |state, ledger| {
+            let outcome = ledger.submit(&sub)?;
+            match &outcome {
+                Outcome::Accepted(block) => {
+                    tracing::info!(index = block.index, winner = %sub.id, proof = sub.proof, "block forged");
+                    state.stats().blocks_forged.fetch_add(1, Ordering::Relaxed);
+                    // Published under the lock, so broadcasts go out in chain order.
+                    state.inner.latest.send_replace(latest(block, state.difficulty()));
+                }
+                Outcome::Rejected { reason, message, .. } => {
+                    tracing::debug!(id = %sub.id, proof = sub.proof, reason = reason.as_str(), %message, "proof rejected");
+                    state.stats().proofs_rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Stores a transaction for the next block and returns that block's index.
+    ///
+    /// # Errors
+    /// Only internal ones (the database failed).
+    pub async fn add_transaction(&self, t: Transaction) -> Result<u64, AppError> {
+        self.with_ledger(move |_, ledger| ledger.add_transaction(t)).await
+    }
+
+    /// Returns a copy of the whole chain.
+    ///
+    /// # Errors
+    /// Only internal ones.
+    pub async fn chain(&self) -> Result<Vec<Block>, AppError> {
+        self.with_ledger(|_, ledger| Ok(ledger.chain().blocks().to_vec())).await
+    }
+}
+
+fn latest(block: &Block, difficulty: Difficulty) -> Arc<Latest> {
+    let frame = ServerMessage::block(block, difficulty).to_json();
+    Arc::new(Latest { block: block.clone(), frame: frame.into() })
+}

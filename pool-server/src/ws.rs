@@ -1,0 +1,220 @@
+//! The WebSocket endpoint `/ws`: pushes the newest block to every connection and judges proofs.
+//!
+//! Each connection runs two tasks: a reader, which parses frames and judges proofs, and a writer,
+//! the only one touching the socket's sink: it sends the replies queued by the reader (a bounded
+//! queue), the newest block whenever the `watch` of [`Latest`](crate::state::Latest) changes
+//! (a lagging client simply gets the newest one), and pings. Every send has a deadline; a client
+//! that stops reading is dropped without delaying anyone else, because nothing is shared between
+//! connections except the pre-serialised frame.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use protocol::message::FORGED;
+use protocol::{ClientMessage, ServerMessage};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{MissedTickBehavior, interval_at, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::AppError;
+use crate::ledger::Outcome;
+use crate::state::{AppState, Latest};
+
+/// The largest text frame the server reads; a bigger one gets an `error` frame and the
+/// connection stays open.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+/// The largest message the transport buffers at all; beyond it the connection is closed with
+/// code 1009 (message too big), since the stream cannot be resynchronised.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Replies (results, errors) queued for a connection; when full, its frames are not read.
+pub const REPLY_QUEUE: usize = 16;
+/// How long one send (or a wait for room in the reply queue) may take before the client counts
+/// as stuck and is dropped.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the server pings.
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// Pings in a row without any frame back before the client is dropped.
+pub const MAX_MISSED_PONGS: u32 = 2;
+/// How long the writer may take to flush and close once the reader is done.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// `GET /ws`: upgrades to a WebSocket (a plain GET gets a JSON 4xx).
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, AppError> {
+    let ws = ws?;
+    let tasks = state.tasks().clone();
+    Ok(ws
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| tasks.track_future(serve_socket(socket, state, peer))))
+}
+
+#[tracing::instrument(name = "ws", skip(socket, state))]
+async fn serve_socket(socket: WebSocket, state: AppState, peer: SocketAddr) {
+    state.stats().connections.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("connected");
+    let (sink, stream) = socket.split();
+    let (replies_tx, replies_rx) = mpsc::channel(REPLY_QUEUE);
+    // Pings sent since the client last sent anything; the reader resets it.
+    let missed = Arc::new(AtomicU32::new(0));
+    // The reader is its own task so that judging a proof never holds up the writer.
+    let mut reader =
+        state.tasks().spawn(read_loop(stream, replies_tx, state.clone(), missed.clone()));
+    let writer = write_loop(sink, replies_rx, state.subscribe(), state.shutdown().clone(), &missed);
+    tokio::pin!(writer);
+    let why = tokio::select! {
+        why = &mut writer => {
+            reader.abort();
+            why
+        }
+        ended = &mut reader => {
+            tracing::debug!(reader = ?ended, "reader done");
+            // The reader dropped its queue sender: the writer flushes what is queued and closes.
+            timeout(CLOSE_GRACE, writer).await.unwrap_or("closing timed out")
+        }
+    };
+    state.stats().connections.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(why, "disconnected");
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut replies: mpsc::Receiver<Message>,
+    mut blocks: watch::Receiver<Arc<Latest>>,
+    shutdown: CancellationToken,
+    missed: &AtomicU32,
+) -> &'static str {
+    let first = Message::Text(blocks.borrow_and_update().frame.clone());
+    if !matches!(timeout(SEND_TIMEOUT, sink.send(first)).await, Ok(Ok(()))) {
+        return "could not send the first block";
+    }
+    let start = tokio::time::Instant::now() + PING_EVERY;
+    let mut ping = interval_at(start, PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let (message, why) = loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                break (close(close_code::AWAY, "server shutting down"), "server shutting down");
+            }
+            reply = replies.recv() => match reply {
+                Some(m @ Message::Close(_)) => break (m, "closed by the server"),
+                Some(m) => m,
+                None => return close_sink(sink, "closed by the client").await,
+            },
+            changed = blocks.changed() => match changed {
+                Ok(()) => Message::Text(blocks.borrow_and_update().frame.clone()),
+                Err(_) => break (close(close_code::AWAY, "server shutting down"), "server shutting down"),
+            },
+            _ = ping.tick() => {
+                if missed.fetch_add(1, Ordering::Relaxed) >= MAX_MISSED_PONGS {
+                    break (close(close_code::POLICY, "no pong"), "no pong");
+                }
+                Message::Ping(Bytes::new())
+            }
+        };
+        match timeout(SEND_TIMEOUT, sink.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return "send failed",
+            Err(_) => return "client not reading (send timed out)",
+        }
+    };
+    // Best effort: a client that will not read its close frame is dropped anyway.
+    let _ = timeout(CLOSE_GRACE, sink.send(message)).await;
+    close_sink(sink, why).await
+}
+
+async fn close_sink(mut sink: SplitSink<WebSocket, Message>, why: &'static str) -> &'static str {
+    let _ = timeout(CLOSE_GRACE, sink.close()).await;
+    why
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    replies: mpsc::Sender<Message>,
+    state: AppState,
+    missed: Arc<AtomicU32>,
+) -> &'static str {
+    while let Some(frame) = stream.next().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                // The stream cannot be resynchronised after a read error, so say why and close.
+                let text = e.to_string();
+                tracing::debug!(error = %text, "read failed");
+                let message = if text.contains("too long") || text.contains("too big") {
+                    close(close_code::SIZE, "message too big: at most 1 MiB is read, 64 KiB used")
+                } else {
+                    close(close_code::PROTOCOL, "protocol error")
+                };
+                let _ = replies.try_send(message);
+                return "read failed";
+            }
+        };
+        missed.store(0, Ordering::Relaxed);
+        let reply = match frame {
+            Message::Text(text) => Some(handle_text(&state, text.as_str()).await),
+            Message::Binary(_) => Some(error("binary frames are not supported; send JSON text")),
+            Message::Ping(_) | Message::Pong(_) => None,
+            Message::Close(_) => return "closed by the client",
+        };
+        // Back-pressure: while the queue is full this stops reading, so a client that pipelines
+        // requests is slowed down, and one that never reads is dropped after the timeout.
+        if let Some(reply) = reply
+            && !matches!(timeout(SEND_TIMEOUT, replies.send(reply)).await, Ok(Ok(())))
+        {
+            return "client not reading its replies";
+        }
+    }
+    "connection ended"
+}
+
+fn error(message: impl Into<String>) -> Message {
+    Message::Text(ServerMessage::Error { message: message.into() }.to_json().into())
+}
+
+async fn handle_text(state: &AppState, text: &str) -> Message {
+    if text.len() > MAX_TEXT_BYTES {
+        return error(format!(
+            "frame is {} bytes; at most {MAX_TEXT_BYTES} are accepted",
+            text.len()
+        ));
+    }
+    let sub = match ClientMessage::from_json(text) {
+        Ok(ClientMessage::Proof(sub)) => sub,
+        Ok(ClientMessage::LastBlock) => return Message::Text(state.latest().frame.clone()),
+        Ok(other) => return error(format!("unsupported message {other:?}")),
+        Err(e) => return error(e.to_string()),
+    };
+    let result = match state.submit(sub).await {
+        Ok(Outcome::Accepted(block)) => ServerMessage::Result {
+            accepted: true,
+            message: FORGED.to_owned(),
+            reason: None,
+            index: block.index,
+        },
+        Ok(Outcome::Rejected { reason, message, index }) => {
+            ServerMessage::Result { accepted: false, message, reason: Some(reason), index }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "handling a proof failed");
+            return error("something went wrong");
+        }
+    };
+    Message::Text(result.to_json().into())
+}

@@ -1,0 +1,68 @@
+//! The dashboard in a real headless Chromium: runs `tests/browser/dashboard.test.mjs`
+//! (playwright-core driving Debian's `chromium`) against a real server on `127.0.0.1:0`.
+//!
+//! It skips, saying why, when `chromium`, `node` or the npm packages are missing, unless
+//! `REQUIRE_BROWSER` is set (CI sets it), in which case their absence fails the test.
+//! `DASHBOARD_SCREENSHOT=path.png` keeps a screenshot of the page at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::Server;
+
+/// Guards against a hang only; the script normally takes seconds.
+const SCRIPT_GUARD: Duration = Duration::from_secs(180);
+
+/// What the browser test needs that is not there.
+fn missing(dir: &Path, chromium: &Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !chromium.exists() {
+        missing.push(format!("{} (apt-get install chromium)", chromium.display()));
+    }
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        missing.push(format!("{}/node_modules (npm ci there, or scripts/setup)", dir.display()));
+    }
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        missing.push("node".to_owned());
+    }
+    missing
+}
+
+#[tokio::test]
+async fn dashboard_shows_new_blocks_live_in_chromium() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    let chromium =
+        std::env::var_os("CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from);
+    let missing = missing(&dir, &chromium);
+    if !missing.is_empty() {
+        let what = missing.join(", ");
+        assert!(
+            std::env::var_os("REQUIRE_BROWSER").is_none(),
+            "REQUIRE_BROWSER is set but {what} is missing"
+        );
+        eprintln!(
+            "SKIPPED dashboard browser test: missing {what} (set REQUIRE_BROWSER=1 to make this fail)"
+        );
+        return;
+    }
+
+    let server = Server::start(3).await;
+    let mut script = tokio::process::Command::new("node");
+    script
+        .args(["--test", "--test-reporter=spec", "dashboard.test.mjs"])
+        .current_dir(&dir)
+        .env("POOL_URL", server.url(""))
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    // The script runs in a child process while this runtime keeps serving it.
+    let out = tokio::time::timeout(SCRIPT_GUARD, script.output())
+        .await
+        .expect("the browser test finishes")
+        .expect("node runs");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the browser test failed ({}):\n{text}", out.status);
+    assert!(text.contains("pass 1"), "the browser test ran no test:\n{text}");
+}

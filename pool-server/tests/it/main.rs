@@ -1,0 +1,13 @@
+//! Integration tests of `pool-server` at its boundaries: a real server on `127.0.0.1:0` with a
+//! real SQLite file, driven over WebSocket and HTTP, the real binary for restarts and corrupt
+//! databases, and real `python3` course miners.
+
+mod compat;
+mod concurrency;
+mod crash;
+mod durability;
+mod fuzz_ws;
+mod http;
+mod schemathesis;
+mod support;
+mod ws;

@@ -1,0 +1,257 @@
+//! Test helpers: an in-process server on port 0, a tiny WebSocket client, proof search, and the
+//! real binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use pool_server::Config;
+use protocol::{Difficulty, to_python_json};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Guards against a hang only; no test asserts on how long anything takes.
+pub const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Shows the server's logs in failing tests: `RUST_LOG=pool_server=debug cargo test`.
+fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+/// A server running in this process on an ephemeral port with its own data directory.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub difficulty: Difficulty,
+    _dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Server {
+    pub async fn start(zeros: u64) -> Server {
+        init_tracing();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let difficulty = Difficulty::new(zeros).expect("difficulty in range");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = Config { listen: addr, difficulty, data_dir: dir.path().join("data") };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(pool_server::run(listener, config, async move {
+            let _ = stopped.await;
+        }));
+        Server { addr, difficulty, _dir: dir, stop: Some(stop), handle: Some(handle) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn last_block(&self) -> Value {
+        let body: Value = reqwest::get(self.url("/last_block"))
+            .await
+            .expect("GET /last_block")
+            .json()
+            .await
+            .expect("json");
+        body["last_block"].clone()
+    }
+
+    pub async fn chain(&self) -> Vec<Value> {
+        let body: Value =
+            reqwest::get(self.url("/chain")).await.expect("GET /chain").json().await.expect("json");
+        body["chain"].as_array().expect("chain array").clone()
+    }
+
+    /// Submits a proof over HTTP and returns the JSON answer.
+    pub async fn mine_http(&self, proof: u64, id: &str) -> Value {
+        reqwest::Client::new()
+            .post(self.url("/mine"))
+            .json(&serde_json::json!({ "proof": proof, "id": id }))
+            .send()
+            .await
+            .expect("POST /mine")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Wins the current block over HTTP and returns the new block.
+    pub async fn forge(&self, id: &str) -> Value {
+        let proof = mine(&self.last_block().await, self.difficulty, 0);
+        let answer = self.mine_http(proof, id).await;
+        assert_eq!(answer["message"], "New Block Forged", "{answer}");
+        answer["block"].clone()
+    }
+
+    /// Stops the server and waits for `run` to return.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(HANG_GUARD, handle).await.expect("server stops")?
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Returns the first proof `>= start` valid for `block` (any JSON value) at `difficulty`.
+pub fn mine(block: &Value, difficulty: Difficulty, start: u64) -> u64 {
+    let s = to_python_json(block);
+    (start..).find(|p| difficulty.is_valid_proof(&s, *p)).expect("a proof exists")
+}
+
+/// A test WebSocket client.
+pub struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        Ws { stream }
+    }
+
+    /// Connects and reads the block pushed on connect.
+    pub async fn connect_and_greet(url: &str) -> (Ws, Value) {
+        let mut ws = Ws::connect(url).await;
+        let first = ws.recv().await;
+        assert_eq!(first["type"], "block", "{first}");
+        (ws, first)
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.stream.send(Message::text(text.into())).await.expect("ws send");
+    }
+
+    pub async fn send(&mut self, msg: &Message) {
+        self.stream.send(msg.clone()).await.expect("ws send");
+    }
+
+    /// Reads the next text frame as JSON, skipping pings and pongs.
+    pub async fn recv(&mut self) -> Value {
+        match self.recv_raw().await {
+            Message::Text(t) => serde_json::from_str(t.as_str()).expect("server sends JSON"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Reads the next non-ping frame.
+    pub async fn recv_raw(&mut self) -> Message {
+        let frame = async {
+            loop {
+                match self.stream.next().await.expect("stream open").expect("frame ok") {
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    other => return other,
+                }
+            }
+        };
+        tokio::time::timeout(HANG_GUARD, frame).await.expect("a frame arrives")
+    }
+
+    /// Reads frames until a `block` message for block `index` arrives, returning the block.
+    /// Blocks in between may be skipped: only the newest block matters.
+    pub async fn recv_block(&mut self, index: u64) -> Value {
+        loop {
+            let msg = self.recv().await;
+            if msg["type"] == "block" && msg["block"]["index"] == index {
+                return msg["block"].clone();
+            }
+        }
+    }
+
+    /// Reads frames until a `result` message arrives.
+    pub async fn recv_result(&mut self) -> Value {
+        loop {
+            let msg = self.recv().await;
+            if msg["type"] == "result" {
+                return msg;
+            }
+            assert_eq!(msg["type"], "block", "unexpected frame {msg}");
+        }
+    }
+}
+
+/// The real `pool-server` binary running as a child process.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Keeps draining stderr so the child never blocks on a full pipe.
+    pub _log: mpsc::Receiver<String>,
+}
+
+/// Starts the binary on port 0 with `data_dir`; returns once it logs its address, or returns
+/// the exit status and log if it exits first.
+pub fn spawn_binary(data_dir: &Path, zeros: u64) -> Result<Binary, (i32, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pool-server"))
+        .args(["--port", "0", "--difficulty", &zeros.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pool-server");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    loop {
+        match rx.recv_timeout(HANG_GUARD) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr =
+                        rest.split_whitespace().next().expect("address").trim_end_matches(':');
+                    let addr = addr.parse().expect("a socket address");
+                    return Ok(Binary { child, addr, _log: rx });
+                }
+            }
+            Err(e) => {
+                // stderr closed: the process exited. Nothing for too long: it hangs; stop it.
+                if e == mpsc::RecvTimeoutError::Timeout {
+                    let _ = child.kill();
+                }
+                let status = child.wait().expect("wait");
+                return Err((status.code().unwrap_or(-1), log));
+            }
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
