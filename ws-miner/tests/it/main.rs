@@ -3,5 +3,6 @@
 
 mod cli;
 mod course;
+mod e2e;
 mod support;
 mod ws;
