@@ -182,10 +182,14 @@ impl Event {
     pub fn to_plain(&self) -> String {
         match self {
             Event::Connected { url, protocol } => format!("connected to {url} ({protocol})"),
-            Event::ConnectFailed { url, error, retry_in_ms } => format!(
-                "cannot connect to {url}: {error}; retrying in {:.1}s",
-                *retry_in_ms as f64 / 1000.0
-            ),
+            Event::ConnectFailed { url, error, retry_in_ms } => {
+                let delay = if *retry_in_ms < 1000 {
+                    format!("{retry_in_ms} ms")
+                } else {
+                    format!("{:.1}s", *retry_in_ms as f64 / 1000.0)
+                };
+                format!("cannot connect to {url}: {error}; retrying in {delay}")
+            }
             Event::Disconnected { reason } => format!("connection lost: {reason}; reconnecting"),
             Event::FallbackToHttp { reason } => {
                 format!("no WebSocket endpoint ({reason}); using the course HTTP protocol")
