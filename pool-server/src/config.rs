@@ -61,6 +61,13 @@ pub struct Config {
     pub limits: Limits,
 }
 
+impl Config {
+    /// Returns a config with the default connection limits.
+    pub fn new(listen: SocketAddr, difficulty: Difficulty, data_dir: PathBuf) -> Self {
+        Config { listen, difficulty, data_dir, limits: Limits::default() }
+    }
+}
+
 /// A command line that parses but makes no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
