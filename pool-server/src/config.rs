@@ -5,9 +5,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use protocol::Difficulty;
+
+use crate::serve::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS_PER_IP, Limits};
 
 /// The default address to listen on: loopback only, so a fresh checkout is not exposed.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -37,6 +40,12 @@ pub struct Cli {
     /// Directory of the SQLite database (created if missing).
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Open connections (HTTP and WebSocket) allowed from one IP address; one more gets a 429.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNS_PER_IP)]
+    pub max_conns_per_ip: usize,
+    /// Seconds a client has to send a request's headers before it is disconnected.
+    #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    pub header_timeout: u64,
 }
 
 /// The server's validated settings.
@@ -48,6 +57,15 @@ pub struct Config {
     pub difficulty: Difficulty,
     /// Directory of the SQLite database.
     pub data_dir: PathBuf,
+    /// Connection limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Returns a config with the default connection limits.
+    pub fn new(listen: SocketAddr, difficulty: Difficulty, data_dir: PathBuf) -> Self {
+        Config { listen, difficulty, data_dir, limits: Limits::default() }
+    }
 }
 
 /// A command line that parses but makes no sense.
@@ -56,23 +74,36 @@ pub enum ConfigError {
     /// `--difficulty` is outside 1..=16.
     #[error("--difficulty must be between 1 and {MAX_DIFFICULTY}, got {0}")]
     Difficulty(u64),
+    /// A limit of zero would refuse every client.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
 }
 
 impl Cli {
     /// Validates the command line into a [`Config`].
     ///
     /// # Errors
-    /// When `--difficulty` is outside 1..=16.
+    /// When `--difficulty` is outside 1..=16, or a limit is zero.
     pub fn into_config(self) -> Result<Config, ConfigError> {
         if !(1..=MAX_DIFFICULTY).contains(&self.difficulty) {
             return Err(ConfigError::Difficulty(self.difficulty));
         }
         let difficulty = Difficulty::new(self.difficulty)
             .map_err(|_| ConfigError::Difficulty(self.difficulty))?;
+        if self.max_conns_per_ip == 0 {
+            return Err(ConfigError::Zero("--max-conns-per-ip"));
+        }
+        if self.header_timeout == 0 {
+            return Err(ConfigError::Zero("--header-timeout"));
+        }
         Ok(Config {
             listen: SocketAddr::new(self.host, self.port),
             difficulty,
             data_dir: self.data_dir,
+            limits: Limits {
+                max_conns_per_ip: self.max_conns_per_ip,
+                header_read_timeout: Duration::from_secs(self.header_timeout),
+            },
         })
     }
 }

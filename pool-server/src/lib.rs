@@ -7,6 +7,7 @@
 //! - `store`: the SQLite database (WAL, `synchronous=FULL`).
 //! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
 //! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
+//! - `serve`: the accept loop and its limits (header deadline, connections per address).
 //! - `ws`: the `/ws` endpoint; `http`: the course's routes; `error`: JSON error responses.
 
 pub mod chain;
@@ -14,12 +15,12 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ledger;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod ws;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -90,14 +91,13 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "listening on {addr}: http://{addr}/ (GET /last_block, POST /mine, GET /chain) and ws://{addr}/ws"
     );
-    let serve =
-        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                token.cancel();
-            });
-    serve.await.context("serving")?;
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+    };
+    serve::serve(listener, app(state), config.limits, shutdown, token.clone(), tasks.clone()).await;
+    // Closes every WebSocket and asks HTTP connections to finish their request in flight.
+    token.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("some WebSocket connections did not close in time");

@@ -3,6 +3,8 @@
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
+use pool_server::serve::Limits;
+
 use crate::support::{Server, Ws, mine};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -10,7 +12,9 @@ async fn exactly_one_of_many_concurrent_valid_proofs_wins() {
     const WS_CLIENTS: usize = 8;
     const PER_WS: usize = 20;
     const HTTP: usize = 140;
-    let server = Server::start(1).await;
+    // Every client comes from 127.0.0.1: lift the per-address cap above the 148 connections.
+    let limits = Limits { max_conns_per_ip: 1_000, ..Limits::default() };
+    let server = Server::start_with(1, limits).await;
     let genesis = server.last_block().await;
 
     // Proofs all valid for block 1. Each names `index: 1`, so once block 2 exists every other

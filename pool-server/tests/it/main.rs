@@ -8,6 +8,7 @@ mod crash;
 mod durability;
 mod fuzz_ws;
 mod http;
+mod limits;
 mod schemathesis;
 mod support;
 mod ws;

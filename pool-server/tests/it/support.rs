@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use pool_server::Config;
+use pool_server::serve::Limits;
 use protocol::{Difficulty, to_python_json};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -43,12 +44,17 @@ pub struct Server {
 
 impl Server {
     pub async fn start(zeros: u64) -> Server {
+        Server::start_with(zeros, Limits::default()).await
+    }
+
+    /// Starts a server with the given connection limits.
+    pub async fn start_with(zeros: u64, limits: Limits) -> Server {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let difficulty = Difficulty::new(zeros).expect("difficulty in range");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Config { listen: addr, difficulty, data_dir: dir.path().join("data") };
+        let config = Config { listen: addr, difficulty, data_dir: dir.path().join("data"), limits };
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(pool_server::run(listener, config, async move {
             let _ = stopped.await;
@@ -131,6 +137,17 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// Wraps a connected stream (e.g. one opened from a chosen source address).
+    pub fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Ws {
+        Ws { stream }
+    }
+
+    /// Closes the connection and waits for the server's close.
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(HANG_GUARD, self.stream.next()).await {}
+    }
+
     pub async fn connect(url: &str) -> Ws {
         let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
         Ws { stream }
