@@ -20,11 +20,11 @@ impl Pool {
         let data = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = pool_server::Config {
-            listen: addr,
-            difficulty: protocol::Difficulty::new(zeros).expect("in range"),
-            data_dir: data.path().to_path_buf(),
-        };
+        let config = pool_server::Config::new(
+            addr,
+            protocol::Difficulty::new(zeros).expect("in range"),
+            data.path().to_path_buf(),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(pool_server::run(listener, config, async {
             let _ = stopped.await;
