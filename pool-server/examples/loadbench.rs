@@ -26,6 +26,7 @@ use protocol::{ClientMessage, Difficulty, ProofSubmission, to_python_json};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// WebSocket fan-out and proof-rate load bench for pool-server.
 #[derive(Debug, Parser)]
@@ -283,7 +284,10 @@ async fn watcher(
     ready: tokio::sync::mpsc::Sender<bool>,
 ) {
     let permit = gate.acquire_owned().await;
-    let stream = match tokio_tungstenite::connect_async(&url).await {
+    // Small buffers: the bench's own memory should not squeeze the server's.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let stream = match tokio_tungstenite::connect_async_with_config(&url, Some(config), false).await
+    {
         Ok((stream, _)) => stream,
         Err(e) => {
             shared.error(&format!("connect: {e}"));
