@@ -9,12 +9,18 @@
 //! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
 //! - `serve`: the accept loop and its limits (header deadline, connections per address).
 //! - `ws`: the `/ws` endpoint; `http`: the course's routes; `error`: JSON error responses.
+//! - `dashboard`: the live page at `/` and what it reads: `/balances`, `/balance/{id}`,
+//!   `/metrics`; `scoreboard`: balances, recent blocks and block rate, kept per block;
+//!   `metrics`: the Prometheus counters.
 
 pub mod chain;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod ledger;
+pub mod metrics;
+pub mod scoreboard;
 pub mod serve;
 pub mod state;
 pub mod store;
@@ -53,6 +59,12 @@ pub fn app(state: AppState) -> Router {
         .route("/transactions/new", post(http::new_transaction))
         .route("/openapi.json", get(http::openapi))
         .route("/ws", get(ws::upgrade))
+        .route("/", get(dashboard::index))
+        .route("/dashboard.css", get(dashboard::css))
+        .route("/dashboard.js", get(dashboard::js))
+        .route("/balances", get(dashboard::balances))
+        .route("/balance/{id}", get(dashboard::balance))
+        .route("/metrics", get(dashboard::metrics))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

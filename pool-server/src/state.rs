@@ -8,15 +8,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
-use protocol::{Block, Difficulty, ProofSubmission, ServerMessage, Transaction};
+use protocol::{Balance, Block, Difficulty, ProofSubmission, ServerMessage, Transaction};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::AppError;
-use crate::ledger::{Ledger, Outcome};
+use crate::ledger::{self, Ledger, Outcome};
+use crate::metrics::{Gauges, Metrics};
+use crate::scoreboard::Scoreboard;
 
 /// The chain's newest block, ready to send.
 #[derive(Debug)]
@@ -25,17 +28,15 @@ pub struct Latest {
     pub block: Block,
     /// Its `{"type": "block", ...}` WebSocket frame.
     pub frame: Utf8Bytes,
+    /// When it was published, for the broadcast fan-out metric.
+    pub published: Instant,
 }
 
-/// Counters, cheap enough to bump on every event (a later `/metrics` reads them).
+/// Live counts that are not metrics of their own (those live in [`Metrics`]).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// WebSocket connections open now.
     pub connections: AtomicU64,
-    /// Blocks forged since start.
-    pub blocks_forged: AtomicU64,
-    /// Proofs rejected since start.
-    pub proofs_rejected: AtomicU64,
 }
 
 /// The state shared by all handlers; cheap to clone.
@@ -52,6 +53,11 @@ struct Shared {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     stats: Stats,
+    metrics: Metrics,
+    /// Balances, recent blocks and the block rate; updated under the ledger lock, read briefly
+    /// (never across an `.await`).
+    scoreboard: Mutex<Scoreboard>,
+    started: Instant,
 }
 
 impl AppState {
@@ -60,6 +66,7 @@ impl AppState {
     pub fn new(ledger: Ledger, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
         let difficulty = ledger.difficulty();
         let latest = watch::Sender::new(latest(ledger.chain().last(), difficulty));
+        let scoreboard = Scoreboard::from_chain(ledger.chain().blocks(), ledger::now());
         let inner = Shared {
             ledger: Mutex::new(ledger),
             difficulty,
@@ -67,6 +74,9 @@ impl AppState {
             shutdown,
             tasks,
             stats: Stats::default(),
+            metrics: Metrics::default(),
+            scoreboard: Mutex::new(scoreboard),
+            started: Instant::now(),
         };
         AppState { inner: Arc::new(inner) }
     }
@@ -101,6 +111,43 @@ impl AppState {
         &self.inner.stats
     }
 
+    /// Returns the metrics counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn scoreboard(&self) -> MutexGuard<'_, Scoreboard> {
+        // `record` cannot leave the scoreboard half-updated in a way worth refusing to read.
+        self.inner.scoreboard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns every id's coins, highest first, ties by id.
+    pub fn balances(&self) -> Arc<[Balance]> {
+        self.scoreboard().balances()
+    }
+
+    /// Returns the coins of `id` (0 when the chain never mentions it).
+    pub fn coins(&self, id: &str) -> i64 {
+        self.scoreboard().coins(id)
+    }
+
+    /// Returns the `stats` message the dashboard asks for.
+    pub fn stats_message(&self) -> ServerMessage {
+        let clients = self.stats().connections.load(Ordering::Relaxed);
+        self.scoreboard().stats(self.difficulty(), clients, ledger::now())
+    }
+
+    /// Returns the Prometheus text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let gauges = Gauges {
+            chain_length: self.scoreboard().chain_length(),
+            difficulty: self.difficulty().zeros(),
+            ws_clients: self.stats().connections.load(Ordering::Relaxed),
+            uptime: self.inner.started.elapsed(),
+        };
+        self.metrics().render(&gauges)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Ledger> {
         // A panic while holding the lock cannot leave the ledger half-updated: the chain is only
         // changed after the commit, in one push. So a poisoned lock is still usable.
@@ -132,13 +179,14 @@ impl AppState {
             match &outcome {
                 Outcome::Accepted(block) => {
                     tracing::info!(index = block.index, winner = %sub.id, proof = sub.proof, "block forged");
-                    state.stats().blocks_forged.fetch_add(1, Ordering::Relaxed);
+                    state.metrics().accepted();
+                    state.scoreboard().record(block);
                     // Published under the lock, so broadcasts go out in chain order.
                     state.inner.latest.send_replace(latest(block, state.difficulty()));
                 }
                 Outcome::Rejected { reason, message, .. } => {
                     tracing::debug!(id = %sub.id, proof = sub.proof, reason = reason.as_str(), %message, "proof rejected");
-                    state.stats().proofs_rejected.fetch_add(1, Ordering::Relaxed);
+                    state.metrics().rejected(*reason);
                 }
             }
             Ok(outcome)
@@ -165,5 +213,5 @@ impl AppState {
 
 fn latest(block: &Block, difficulty: Difficulty) -> Arc<Latest> {
     let frame = ServerMessage::block(block, difficulty).to_json();
-    Arc::new(Latest { block: block.clone(), frame: frame.into() })
+    Arc::new(Latest { block: block.clone(), frame: frame.into(), published: Instant::now() })
 }

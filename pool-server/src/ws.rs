@@ -79,7 +79,7 @@ async fn serve_socket(socket: WebSocket, state: AppState, peer: SocketAddr) {
     // The reader is its own task so that judging a proof never holds up the writer.
     let mut reader =
         state.tasks().spawn(read_loop(stream, replies_tx, state.clone(), missed.clone()));
-    let writer = write_loop(sink, replies_rx, state.subscribe(), state.shutdown().clone(), &missed);
+    let writer = write_loop(sink, replies_rx, &state, &missed);
     tokio::pin!(writer);
     let why = tokio::select! {
         why = &mut writer => {
@@ -99,10 +99,11 @@ async fn serve_socket(socket: WebSocket, state: AppState, peer: SocketAddr) {
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut replies: mpsc::Receiver<Message>,
-    mut blocks: watch::Receiver<Arc<Latest>>,
-    shutdown: CancellationToken,
+    state: &AppState,
     missed: &AtomicU32,
 ) -> &'static str {
+    let mut blocks: watch::Receiver<Arc<Latest>> = state.subscribe();
+    let shutdown: CancellationToken = state.shutdown().clone();
     let first = Message::Text(blocks.borrow_and_update().frame.clone());
     if !matches!(timeout(SEND_TIMEOUT, sink.send(first)).await, Ok(Ok(()))) {
         return "could not send the first block";
@@ -111,6 +112,8 @@ async fn write_loop(
     let mut ping = interval_at(start, PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let (message, why) = loop {
+        // Set when the message is a newly forged block: when that block was published.
+        let mut published = None;
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
@@ -122,7 +125,11 @@ async fn write_loop(
                 None => return close_sink(sink, "closed by the client").await,
             },
             changed = blocks.changed() => match changed {
-                Ok(()) => Message::Text(blocks.borrow_and_update().frame.clone()),
+                Ok(()) => {
+                    let latest = blocks.borrow_and_update();
+                    published = Some(latest.published);
+                    Message::Text(latest.frame.clone())
+                }
                 Err(_) => break (close(close_code::AWAY, "server shutting down"), "server shutting down"),
             },
             _ = ping.tick() => {
@@ -133,7 +140,11 @@ async fn write_loop(
             }
         };
         match timeout(SEND_TIMEOUT, sink.send(message)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if let Some(published) = published {
+                    state.metrics().fanout(published.elapsed());
+                }
+            }
             Ok(Err(_)) => return "send failed",
             Err(_) => return "client not reading (send timed out)",
         }
@@ -206,6 +217,7 @@ async fn handle_text(state: &AppState, text: &str) -> Message {
     let sub = match ClientMessage::from_json(text) {
         Ok(ClientMessage::Proof(sub)) => sub,
         Ok(ClientMessage::LastBlock) => return Message::Text(state.latest().frame.clone()),
+        Ok(ClientMessage::Stats) => return Message::Text(state.stats_message().to_json().into()),
         Ok(other) => return error(format!("unsupported message {other:?}")),
         Err(e) => return error(e.to_string()),
     };

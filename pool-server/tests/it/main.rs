@@ -2,13 +2,16 @@
 //! real SQLite file, driven over WebSocket and HTTP, the real binary for restarts and corrupt
 //! databases, and real `python3` course miners.
 
+mod browser;
 mod compat;
 mod concurrency;
 mod crash;
+mod dashboard;
 mod durability;
 mod fuzz_ws;
 mod http;
 mod limits;
 mod schemathesis;
 mod support;
+mod watch;
 mod ws;
