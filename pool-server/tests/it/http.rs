@@ -101,7 +101,9 @@ async fn bad_requests_get_a_json_4xx() {
     let big = format!(r#"{{"proof": 1, "id": "{}"}}"#, "a".repeat(100_000));
     rejects(post_json(&big), 413, "length limit").await;
     rejects(client.get(server.url("/nope")), 404, "no route for /nope").await;
-    rejects(client.post(server.url("/")), 404, "no route").await;
+    rejects(client.post(server.url("/nope")), 404, "no route").await;
+    // `/` is the dashboard page: GET only.
+    rejects(client.post(server.url("/")), 405, "POST").await;
     rejects(client.get(&mine), 405, "GET").await;
     rejects(client.post(server.url("/chain")), 405, "POST").await;
     rejects(client.delete(server.url("/last_block")), 405, "DELETE").await;
