@@ -12,6 +12,7 @@ use crate::backoff::BackoffPolicy;
 use crate::error::ConfigError;
 use crate::job::Dialect;
 use crate::output::Format;
+use crate::search::Kernel;
 
 /// The server mined on when no URL is given.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:5000/ws";
@@ -59,6 +60,15 @@ pub struct Cli {
     /// server's /chain shows it].
     #[arg(long, value_enum)]
     pub dialect: Option<Dialect>,
+
+    /// SHA-256 kernel: auto (the fastest this CPU has), avx512, sha-ni, avx2 or portable.
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    pub kernel: String,
+
+    /// Measure attempts/s of every kernel this CPU has (one thread, then --threads or every
+    /// core) next to a course-style Python miner, print the table and exit. Needs no server.
+    #[arg(long)]
+    pub bench: bool,
 }
 
 /// Where to mine.
@@ -92,6 +102,8 @@ pub struct Config {
     pub zeros: Difficulty,
     /// A fixed dialect, or `None` to detect it.
     pub dialect: Option<Dialect>,
+    /// The SHA-256 kernel the search runs.
+    pub kernel: Kernel,
     /// Reconnect delays.
     pub backoff: BackoffPolicy,
     /// How often HTTP mode polls `GET /last_block`.
@@ -110,6 +122,7 @@ impl Config {
             once: false,
             zeros: Difficulty::DEFAULT,
             dialect: None,
+            kernel: Kernel::detect(),
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
         }
@@ -122,6 +135,7 @@ impl Cli {
     /// # Errors
     /// No id (neither `--id` nor `my_id.txt`), an unusable id, URL, zero count or thread count.
     pub fn into_config(self, cwd: &Path) -> Result<Config, ConfigError> {
+        let kernel = self.kernel()?;
         let id = match self.id {
             Some(id) => id,
             None => {
@@ -164,9 +178,28 @@ impl Cli {
             once: self.once,
             zeros,
             dialect: self.dialect,
+            kernel,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
         })
+    }
+}
+
+impl Cli {
+    /// Returns the kernel `--kernel` names: `auto` is the fastest this CPU has.
+    ///
+    /// # Errors
+    /// An unknown name, or a kernel this CPU cannot run.
+    pub fn kernel(&self) -> Result<Kernel, ConfigError> {
+        if self.kernel == "auto" {
+            return Ok(Kernel::detect());
+        }
+        let kernel = Kernel::from_name(&self.kernel)
+            .ok_or_else(|| ConfigError::Kernel(self.kernel.clone()))?;
+        if !kernel.is_available() {
+            return Err(ConfigError::KernelUnavailable(kernel));
+        }
+        Ok(kernel)
     }
 }
 

@@ -40,6 +40,12 @@ pub enum ConfigError {
     /// `--threads 0`.
     #[error("--threads must be at least 1")]
     Threads,
+    /// `--kernel` names no kernel.
+    #[error("--kernel: unknown kernel {0:?}; choose auto, avx512, sha-ni, avx2 or portable")]
+    Kernel(String),
+    /// `--kernel` names a kernel this CPU cannot run.
+    #[error("--kernel: the {0} kernel needs CPU features this machine lacks; try --kernel auto")]
+    KernelUnavailable(crate::search::Kernel),
 }
 
 /// How a run ended.

@@ -46,7 +46,9 @@ pub async fn run(
         // Keep the sender alive so that receivers do not mistake its drop for a signal.
         std::future::pending::<()>().await;
     });
-    let miner = Miner::new(Searcher::new(config.threads), reporter.clone());
+    let searcher = Searcher::with_kernel(config.kernel, config.threads)
+        .unwrap_or_else(|_| Searcher::new(config.threads));
+    let miner = Miner::new(searcher, reporter.clone());
     let endpoint = config.endpoint.clone();
     let mut ctx =
         Ctx { config, miner, reporter: reporter.clone(), shutdown: stop_rx, once_block: None };

@@ -3,10 +3,14 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use ws_miner::search::bench::BenchOptions;
 use ws_miner::{Cli, Exit, Reporter};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.bench {
+        return bench(&cli);
+    }
     let config = match std::env::current_dir()
         .map_err(|e| format!("cannot read the working directory: {e}"))
         .and_then(|cwd| cli.into_config(&cwd).map_err(|e| e.to_string()))
@@ -35,6 +39,30 @@ fn main() -> ExitCode {
     // The search threads are joined; do not wait for anything the runtime may still hold.
     runtime.shutdown_background();
     Exit::from(outcome).into()
+}
+
+/// Runs `--bench`: the search's attempts/s per kernel next to a course-style Python miner.
+fn bench(cli: &Cli) -> ExitCode {
+    let mut opts = BenchOptions::default();
+    if let Some(threads) = cli.threads {
+        opts.threads = threads.max(1);
+    }
+    if cli.kernel != "auto" {
+        match cli.kernel() {
+            Ok(kernel) => opts.kernels = vec![kernel],
+            Err(e) => {
+                eprintln!("ws-miner: {e}");
+                return Exit::Usage.into();
+            }
+        }
+    }
+    match ws_miner::search::bench::run(&opts, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ws-miner: bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on the first Ctrl-C, after arming the second one to exit at once.

@@ -36,12 +36,26 @@ fn bad_settings_are_usage_errors() {
         &["--id", "   "],
         &["--id", "a", "--dialect", "yaml"],
         &["--id", "a", "--quiet", "--json"],
+        &["--id", "a", "--kernel", "md5"],
+        &["--bench", "--kernel", "md5"],
     ] {
         let out = run_in(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{stderr}");
         println!("{args:?}: {}", stderr.lines().next().unwrap_or(""));
+    }
+}
+
+#[test]
+fn a_kernel_this_cpu_lacks_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lacking = ws_miner::search::Kernel::ALL.into_iter().filter(|k| !k.is_available());
+    for kernel in lacking {
+        let out = run_in(dir.path(), &["--id", "a", "--kernel", kernel.name()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{kernel}: {stderr}");
+        assert!(stderr.contains("lacks"), "{kernel}: {stderr}");
     }
 }
 
