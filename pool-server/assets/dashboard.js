@@ -32,6 +32,8 @@
     retryAt: 0,
     retryTimer: null,
     attempts: 0,
+    /** Whether the connection was lost (as opposed to not yet made). */
+    down: false,
     openIndex: null,
   };
 
@@ -385,9 +387,11 @@
     state.statsInFlight = false;
     state.statsAgain = false;
     state.attempts += 1;
+    if (state.down) setStatus('reconnecting', 'reconnecting… attempt ' + state.attempts);
     ws.addEventListener('open', () => {
       state.backoff = BACKOFF_MIN_MS;
       state.attempts = 0;
+      state.down = false;
       setStatus('live', 'live');
       requestStats();
     });
@@ -395,6 +399,7 @@
     ws.addEventListener('close', () => {
       if (state.socket !== ws) return;
       state.socket = null;
+      state.down = true;
       scheduleReconnect();
     });
     // An error is always followed by close, which schedules the retry.
@@ -411,7 +416,7 @@
   function showRetry() {
     if (state.retryTimer === null) return;
     const left = Math.max(0, (state.retryAt - Date.now()) / 1000);
-    setStatus('reconnecting', 'reconnecting… ' + (left >= 1 ? 'retry in ' + Math.ceil(left) + ' s' : 'now'));
+    setStatus('reconnecting', 'reconnecting… retry in ' + Math.max(1, Math.ceil(left)) + ' s');
   }
 
   // ---------- start ----------
