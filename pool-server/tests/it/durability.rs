@@ -95,7 +95,14 @@ fn acknowledged_blocks_survive_kill_9() {
 
     let bin = spawn_binary(&data, ZEROS).expect("server restarts on the same data");
     let chain = get(&bin.addr, "/chain")["chain"].as_array().expect("chain").clone();
-    assert_eq!(chain.len(), acknowledged.len() + 1);
+    // Genesis plus every acknowledged block; the one request in flight at the kill may have been
+    // committed without its answer reaching the miner, so one more block is allowed, never fewer.
+    assert!(
+        (acknowledged.len() + 1..=acknowledged.len() + 2).contains(&chain.len()),
+        "{} acknowledged, {} stored",
+        acknowledged.len(),
+        chain.len()
+    );
     for block in &acknowledged {
         let index = block["index"].as_u64().expect("index") as usize;
         assert_eq!(&chain[index - 1], block, "block {index} survived intact");
@@ -103,7 +110,7 @@ fn acknowledged_blocks_survive_kill_9() {
     assert_valid_chain(&chain);
     // It carries on from where it was.
     let next = forge(&bin, "after-restart");
-    assert_eq!(next["index"], acknowledged.len() as u64 + 2);
+    assert_eq!(next["index"], chain.len() as u64 + 1);
 }
 
 #[test]
