@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// Something that happened, worth telling the user.
@@ -240,6 +240,20 @@ impl Event {
         }
     }
 
+    /// Returns the `--json` line of this event: [`Event::to_json`] plus `"ts"`, the wall-clock
+    /// time it was printed (Unix seconds, a float), so scripts can line events up across miners
+    /// and with the server.
+    pub fn to_json_line(&self, now: SystemTime) -> String {
+        let ts = now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut fields)) => {
+                fields.insert("ts".to_owned(), serde_json::json!(ts));
+                serde_json::Value::Object(fields).to_string()
+            }
+            _ => self.to_json(),
+        }
+    }
+
     /// Returns the JSON line of this event (`--json`).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self)
@@ -315,7 +329,7 @@ impl Reporter {
         };
         let text = match (inner.format, &event) {
             (Format::Quiet, Event::Summary(_)) | (Format::Plain, _) => event.to_plain(),
-            (Format::Json, _) => event.to_json(),
+            (Format::Json, _) => event.to_json_line(SystemTime::now()),
             (Format::Quiet, _) => return,
         };
         let Inner { sink, bar, .. } = &mut *inner;

@@ -176,6 +176,8 @@ async fn json_prints_one_event_per_line() {
         .iter()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("every line is JSON");
+            let ts = v["ts"].as_f64().expect("every line has a wall-clock ts");
+            assert!(ts > 1.7e9, "ts is Unix seconds: {ts}");
             v["event"].as_str().expect("every line names its event").to_owned()
         })
         .collect();
