@@ -8,13 +8,9 @@
 
 mod support;
 
-use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-
 use proptest::prelude::*;
 use serde_json::Value;
-use support::arb_json;
+use support::{Python, arb_json};
 
 /// Reads `<dialect> <json>` lines; writes `[wire text, sorted block string]` as one JSON line.
 const PYTHON: &str = r#"
@@ -36,26 +32,15 @@ for line in sys.stdin:
 
 #[test]
 fn python_written_json_parses_to_the_same_block_string() {
-    let mut python = Command::new("python3")
-        .args(["-c", PYTHON])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed to run this test (scripts/setup installs it)");
-    let stdin = RefCell::new(python.stdin.take().expect("piped"));
-    let stdout = RefCell::new(BufReader::new(python.stdout.take().expect("piped")));
+    let python = Python::spawn(PYTHON);
     let cases = if std::env::var_os("RUN_SLOW_TESTS").is_some() { 50_000 } else { 1_000 };
     let config = ProptestConfig { cases, ..ProptestConfig::default() };
     proptest!(config, |(value in arb_json(), dialect in 0u8..5)| {
         let line = serde_json::to_string(&value).expect("serialisable");
-        writeln!(stdin.borrow_mut(), "{dialect} {line}").expect("python3 is reading");
-        let mut answer = String::new();
-        stdout.borrow_mut().read_line(&mut answer).expect("python3 answers");
+        let answer = python.ask(&format!("{dialect} {line}"));
         let (wire, expected): (String, String) =
             serde_json::from_str(&answer).expect("python3 wrote a JSON pair");
         let parsed: Value = serde_json::from_str(&wire).expect("Python's JSON parses");
         prop_assert_eq!(protocol::to_python_json(&parsed), expected, "wire: {}", wire);
     });
-    drop(stdin);
-    let _ = python.wait();
 }

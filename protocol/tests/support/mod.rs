@@ -8,6 +8,49 @@ use protocol::message::FORGED;
 use protocol::{Balance, Block, ClientMessage, Difficulty, ProofSubmission, Transaction};
 use protocol::{RejectReason, ServerMessage};
 use serde_json::{Map, Number, Value};
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// A `python3` process running a script that answers each input line with one output line, so
+/// a property test can ask real CPython thousands of questions cheaply.
+pub struct Python {
+    child: Child,
+    stdin: RefCell<Option<ChildStdin>>,
+    stdout: RefCell<BufReader<ChildStdout>>,
+}
+
+impl Python {
+    /// Starts `python3 -c script`.
+    pub fn spawn(script: &str) -> Self {
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 must be installed to run this test (scripts/setup installs it)");
+        let stdin = RefCell::new(Some(child.stdin.take().expect("piped")));
+        let stdout = RefCell::new(BufReader::new(child.stdout.take().expect("piped")));
+        Python { child, stdin, stdout }
+    }
+
+    /// Sends one line and returns the script's answer line.
+    pub fn ask(&self, line: &str) -> String {
+        let mut stdin = self.stdin.borrow_mut();
+        writeln!(stdin.as_mut().expect("open until drop"), "{line}").expect("python3 is reading");
+        let mut answer = String::new();
+        self.stdout.borrow_mut().read_line(&mut answer).expect("python3 answers");
+        answer
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        // Closing stdin ends the script's read loop.
+        self.stdin.borrow_mut().take();
+        let _ = self.child.wait();
+    }
+}
 
 /// Strings that stress escaping: quotes, backslashes, controls, non-ASCII, astral planes.
 pub fn arb_string() -> impl Strategy<Value = String> {
@@ -38,6 +81,8 @@ pub fn arb_float() -> impl Strategy<Value = f64> {
         any::<f64>().prop_filter("JSON floats are finite", |f| f.is_finite()),
         (0u32..2_000_000_000, 0u32..1_000_000)
             .prop_map(|(s, us)| f64::from(s) + f64::from(us) / 1e6),
+        (-1e6f64..1e6),
+        (-30i32..30, 1u32..1000).prop_map(|(e, m)| f64::from(m) * 10f64.powi(e)),
         Just(0.0),
         Just(-0.0),
         Just(1e16),
