@@ -32,8 +32,10 @@ use tower::ServiceExt;
 pub const DEFAULT_MAX_CONNS_PER_IP: usize = 64;
 /// The default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a refused connection is given to read its 429 before it is closed anyway.
-const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a refused connection is given to send its request and read the 429.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much of a refused connection's request head is read before answering anyway.
+const REFUSAL_HEAD_BYTES: usize = 16 * 1024;
 
 /// Limits on connections, set from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -193,7 +195,8 @@ pub async fn serve(
     }
 }
 
-/// Tells a client over the per-address cap why it is refused (a JSON 429), then closes.
+/// Tells a client over the per-address cap why it is refused (a JSON 429 in answer to its
+/// request), then closes.
 async fn refuse(mut stream: TcpStream, ip: IpAddr, max: usize) {
     let body = serde_json::json!({
         "message": format!("too many connections from {ip}: at most {max} are allowed at once")
@@ -204,13 +207,23 @@ async fn refuse(mut stream: TcpStream, ip: IpAddr, max: usize) {
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        // Read the request head first: an HTTP client that gets an answer before it has asked
+        // anything takes it for a protocol error, not for the refusal it is.
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REFUSAL_HEAD_BYTES {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await?;
         // Read what the client sent until it closes: closing a socket with unread input sends
         // a reset, which could destroy the answer before the client reads it.
-        let mut sink = [0u8; 1024];
-        while stream.read(&mut sink).await? > 0 {}
+        while stream.read(&mut chunk).await? > 0 {}
         Ok::<(), std::io::Error>(())
     })
     .await;
