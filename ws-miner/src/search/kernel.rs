@@ -10,6 +10,7 @@ use super::sha;
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512, shani};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A way of computing compressions, fastest first in [`Kernel::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,9 +67,29 @@ impl Kernel {
         Kernel::ALL.into_iter().filter(|k| k.is_available()).collect()
     }
 
-    /// Returns the fastest kernel this CPU can run.
+    /// Returns the fastest kernel this CPU can run that passes the start-up self-test (it
+    /// finds exactly what the plain hash finds on known ranges). Tested once per process.
     pub fn detect() -> Kernel {
-        Kernel::ALL.into_iter().find(|k| k.is_available()).unwrap_or(Kernel::Portable)
+        static DETECTED: OnceLock<Kernel> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            Kernel::ALL
+                .into_iter()
+                .filter(|k| k.is_available())
+                .find(|k| {
+                    let ok = *k == Kernel::Portable || k.passes_self_test();
+                    if !ok {
+                        tracing::warn!(kernel = k.name(), "kernel failed its self-test; not used");
+                    }
+                    ok
+                })
+                .unwrap_or(Kernel::Portable)
+        })
+    }
+
+    /// Returns true when this kernel runs here and finds exactly the proofs the plain
+    /// `sha256(prefix + decimal(proof))` finds on a few known ranges (a few milliseconds).
+    pub fn passes_self_test(self) -> bool {
+        self.is_available() && super::selftest::passes(self)
     }
 
     /// Returns the first fast value in `lo..hi` whose first digest word passes `p.mask`.

@@ -11,7 +11,8 @@
 //!
 //! # Layout
 //! - `layout`: where the digits go, the per-slow-step precomputation, range scans.
-//! - `kernel`: [`Kernel`] and its run-time choice; `sha`: the scalar rounds and the portable
+//! - `kernel`: [`Kernel`] and its run-time choice, gated by `selftest` (a kernel must find
+//!   exactly what the plain hash finds on known ranges before it is used); `sha`: the scalar rounds and the portable
 //!   kernel; `shani`, `avx2`, `avx512`: the SIMD kernels (the only `unsafe` code).
 //! - [`bench`]: the attempts/s measurement behind `--bench`.
 
@@ -22,6 +23,7 @@ mod avx512;
 pub mod bench;
 mod kernel;
 mod layout;
+mod selftest;
 mod sha;
 #[cfg(target_arch = "x86_64")]
 mod shani;

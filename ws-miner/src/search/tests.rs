@@ -169,6 +169,14 @@ fn kernel_names_round_trip_and_detection_picks_an_available_one() {
 }
 
 #[test]
+fn every_available_kernel_passes_the_start_up_self_test() {
+    for kernel in Kernel::available() {
+        assert!(kernel.passes_self_test(), "{kernel}");
+    }
+    assert!(Kernel::detect().passes_self_test());
+}
+
+#[test]
 fn avx512_matches_the_reference_where_the_cpu_has_it() {
     if !Kernel::Avx512.is_available() {
         eprintln!("skipped: this CPU lacks avx512f, the avx512 kernel was not run");
