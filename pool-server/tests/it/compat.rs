@@ -1,6 +1,5 @@
 //! Real `python3` course miners (`tests/compat/miner.py`) against a real server.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -8,7 +7,7 @@ use std::sync::mpsc;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::support::{HANG_GUARD, Server, mine};
+use crate::support::{HANG_GUARD, Server, line_channel, mine};
 
 /// Course difficulty is 6; 3 keeps Python's hashing instant.
 const ZEROS: u64 = 3;
@@ -40,15 +39,7 @@ impl PyMiner {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("python3 runs");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_channel(child.stdout.take().expect("piped"));
         PyMiner { child, lines, output: Vec::new(), _dir: dir }
     }
 

@@ -221,6 +221,20 @@ pub struct Binary {
     pub _log: mpsc::Receiver<String>,
 }
 
+/// Returns a channel that receives a child's output lines as they are printed (read on a
+/// thread of its own, which ends with the pipe or when the receiver is dropped).
+pub fn line_channel(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Starts the binary on port 0 with `data_dir`; returns once it logs its address, or returns
 /// the exit status and log if it exits first.
 pub fn spawn_binary(data_dir: &Path, zeros: u64) -> Result<Binary, (i32, String)> {
@@ -232,15 +246,7 @@ pub fn spawn_binary(data_dir: &Path, zeros: u64) -> Result<Binary, (i32, String)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pool-server");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_channel(child.stderr.take().expect("piped stderr"));
     let mut log = String::new();
     loop {
         match rx.recv_timeout(HANG_GUARD) {

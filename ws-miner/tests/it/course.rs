@@ -49,16 +49,7 @@ impl Flask {
     }
 
     async fn chain(&self) -> Vec<Value> {
-        let answer: Value = within("GET /chain", async {
-            reqwest::get(format!("http://{}/chain", self.addr))
-                .await
-                .expect("GET /chain")
-                .json()
-                .await
-                .expect("JSON chain")
-        })
-        .await;
-        answer["chain"].as_array().cloned().expect("a chain list")
+        get_chain(self.addr).await
     }
 }
 

@@ -33,16 +33,7 @@ impl Pool {
     }
 
     async fn chain(&self) -> Vec<Value> {
-        let answer: Value = within("GET /chain", async {
-            reqwest::get(format!("http://{}/chain", self.addr))
-                .await
-                .expect("GET /chain")
-                .json()
-                .await
-                .expect("JSON")
-        })
-        .await;
-        answer["chain"].as_array().cloned().expect("a chain")
+        get_chain(self.addr).await
     }
 
     async fn stop(mut self) {

@@ -31,6 +31,20 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     }
 }
 
+/// Returns the `chain` list of a server's `GET /chain`.
+pub async fn get_chain(addr: SocketAddr) -> Vec<Value> {
+    let answer: Value = within("GET /chain", async {
+        reqwest::get(format!("http://{addr}/chain"))
+            .await
+            .expect("GET /chain")
+            .json()
+            .await
+            .expect("a JSON answer")
+    })
+    .await;
+    answer["chain"].as_array().cloned().expect("a chain list")
+}
+
 /// Returns a test-sized configuration: 2 threads, quick reconnects.
 pub fn config(endpoint: Endpoint, id: &str) -> Config {
     let mut config = Config::new(endpoint, id);
