@@ -20,7 +20,7 @@ use crate::error::Outcome;
 use crate::job::{Dialect, Work, detect_dialect, extract_block, extract_chain, says_forged};
 use crate::miner::Found;
 use crate::output::Event;
-use crate::session::{Ctx, STATUS_EVERY, carries_our_proof, preview, stopped};
+use crate::session::{Ctx, STATUS_EVERY, Verdict, carries_our_proof, preview, stopped};
 
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -273,13 +273,7 @@ async fn submit(
         chain_moved = Some(next.is_some());
     }
     if won {
-        let coins = ctx.miner.won();
-        ctx.reporter.emit(Event::Accepted {
-            index: found.work.index,
-            proof: found.proof,
-            message,
-            coins,
-        });
+        ctx.judged(&found, Verdict::Accepted, message);
         if let DialectChoice::Guess(d) = *choice {
             *choice = DialectChoice::Detected(d);
         }
@@ -290,13 +284,8 @@ async fn submit(
         Some("invalid") => false,
         _ => chain_moved.unwrap_or(false),
     };
-    ctx.miner.rejected(stale);
-    ctx.reporter.emit(Event::Rejected {
-        index: found.work.index,
-        proof: found.proof,
-        reason: if stale { "stale" } else { "invalid" },
-        message: format!("{message} (HTTP {status})"),
-    });
+    let verdict = if stale { Verdict::Stale } else { Verdict::Invalid };
+    ctx.judged(&found, verdict, format!("{message} (HTTP {status})"));
     if !stale && let DialectChoice::Guess(d) = *choice {
         // A proof valid in our dialect, rejected while the chain stood still: the server hashes
         // something else, or wants more zeroes than we assumed. Try the other dialect; it stays

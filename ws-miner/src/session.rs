@@ -61,6 +61,24 @@ impl Ctx {
         self.miner.start(work);
     }
 
+    /// Counts the server's verdict on `found` and reports it: a win with the running coin total,
+    /// or a rejection with its reason. Both transports judge alike from here on.
+    pub(crate) fn judged(&mut self, found: &Found, verdict: Verdict, message: String) {
+        let (index, proof) = (found.work.index, found.proof);
+        match verdict {
+            Verdict::Accepted => {
+                let coins = self.miner.won();
+                self.reporter.emit(Event::Accepted { index, proof, message, coins });
+            }
+            Verdict::Stale | Verdict::Invalid => {
+                let stale = verdict == Verdict::Stale;
+                self.miner.rejected(stale);
+                let reason = if stale { "stale" } else { "invalid" };
+                self.reporter.emit(Event::Rejected { index, proof, reason, message });
+            }
+        }
+    }
+
     /// Returns the outcome that ends a `--once` run after a search was aborted.
     pub(crate) fn once_after_abort(&self) -> Option<Outcome> {
         self.config.once.then_some(Outcome::Lost)
@@ -70,6 +88,17 @@ impl Ctx {
     pub(crate) fn once_after_result(&self, accepted: bool) -> Option<Outcome> {
         self.config.once.then_some(if accepted { Outcome::Won } else { Outcome::Lost })
     }
+}
+
+/// The server's verdict on one of our proofs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It won the block.
+    Accepted,
+    /// Someone else won the block first.
+    Stale,
+    /// It was not valid.
+    Invalid,
 }
 
 /// Resolves when the shutdown signal is set; never if its sender is gone.
@@ -330,24 +359,12 @@ async fn handle_text(
                 });
                 return Step::Continue;
             };
-            if accepted {
-                let coins = ctx.miner.won();
-                ctx.reporter.emit(Event::Accepted {
-                    index: found.work.index,
-                    proof: found.proof,
-                    message,
-                    coins,
-                });
-            } else {
-                let stale = matches!(reason, Some(protocol::RejectReason::Stale));
-                ctx.miner.rejected(stale);
-                ctx.reporter.emit(Event::Rejected {
-                    index: found.work.index,
-                    proof: found.proof,
-                    reason: if stale { "stale" } else { "invalid" },
-                    message,
-                });
-            }
+            let verdict = match (accepted, reason) {
+                (true, _) => Verdict::Accepted,
+                (false, Some(protocol::RejectReason::Stale)) => Verdict::Stale,
+                (false, _) => Verdict::Invalid,
+            };
+            ctx.judged(&found, verdict, message);
             if let Some(outcome) = ctx.once_after_result(accepted) {
                 return Step::End(outcome);
             }
