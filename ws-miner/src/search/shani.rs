@@ -38,10 +38,11 @@ fn load(w: &[u32; 16], g: usize) -> __m128i {
     _mm_setr_epi32(w[4 * g] as i32, w[4 * g + 1] as i32, w[4 * g + 2] as i32, w[4 * g + 3] as i32)
 }
 
-/// How many candidates one pass of the loop hashes, interleaved. Measured with `ws-miner --bench
-/// --kernel sha-ni --threads 1` on Zen 3: 2 ways reach about 26 M/s, 3 and 4 about 32, 6 and 8
-/// fewer (register spills).
-const WAYS: usize = 4;
+/// How many candidates one pass of the loop hashes, interleaved. Measured on Zen 3 by one
+/// thread alternating 250 ms slices of each width (20 rounds, three runs): 2 ways 27.3, 27.8,
+/// 26.2 M/s; 3 ways 32.2, 32.8, 30.3; 4 ways 30.5, 32.0, 28.0; 5 ways 28.0, 30.5, 27.4. Wider
+/// loops spill the message vectors out of the 16 XMM registers.
+const WAYS: usize = 3;
 
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 fn scan_sha(p: &Prepared<'_>, lo: usize, hi: usize) -> Option<usize> {
