@@ -189,6 +189,42 @@ async fn json_prints_one_event_per_line() {
 }
 
 #[tokio::test]
+async fn json_abort_line_tells_when_the_block_arrived_and_the_work_after_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--json", "--once", "--id", "j", "-t", "2", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "hopeless"), NEVER)).await;
+    bin.line_containing("search_started").await;
+    // Let the workers get going, so the abort has attempts to count.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    send(&mut ws, block_frame(&block(2, "hopeless"), NEVER)).await;
+    let line = bin.line_containing("search_aborted").await;
+    // --once: the block went to someone else.
+    let (code, _) = bin.wait().await;
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    let num = |field: &str| v[field].as_f64().unwrap_or_else(|| panic!("no {field} in {line}"));
+    let (ts, arrived, flag_ms, stop_ms) =
+        (num("ts"), num("arrived_ts"), num("flag_ms"), num("stop_ms"));
+    let attempts = v["attempts"].as_u64().expect("attempts is a count");
+    let stale = v["stale_attempts"].as_u64().expect("stale_attempts is a count");
+    assert_eq!((v["index"].as_u64(), v["by_index"].as_u64()), (Some(1), Some(2)), "{line}");
+    // The frame was read after it was sent and before the line was printed, which came after
+    // the flag was set and the workers returned (1 ms of slack for float rounding).
+    assert!(arrived >= sent - 0.001 && arrived <= ts, "{line}");
+    assert!(flag_ms >= 0.0 && stop_ms >= 0.0, "{line}");
+    assert!((ts - arrived) * 1000.0 + 1.0 >= flag_ms + stop_ms, "{line}");
+    assert!(attempts > 0, "{line}");
+    assert!(stale <= attempts, "{line}");
+}
+
+#[tokio::test]
 async fn quiet_prints_only_the_summary() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = WsServer::bind().await;
