@@ -66,7 +66,7 @@ impl Miner {
     }
 
     /// Returns the moment now, with the running search's attempts so far (each worker's count
-    /// lags by at most [`crate::search::CHECK_EVERY`] attempts).
+    /// lags by less than twice [`crate::search::CHECK_EVERY`] attempts).
     pub(crate) fn arrival(&self) -> Arrival {
         let attempts = self.running.as_ref().map_or(0, |r| r.attempts.load(Ordering::Relaxed));
         Arrival { at: Instant::now(), wall: SystemTime::now(), attempts }
