@@ -123,9 +123,7 @@ impl Miner {
             let _ = running.handle.await;
             let stop_ms = flagged.elapsed().as_secs_f64() * 1000.0;
             let attempts = running.attempts.load(Ordering::Relaxed);
-            // Searched until the flag: the next search runs from then on, and counting the old
-            // workers' last few hundred hashes until they return would count that time twice.
-            let search_secs = secs;
+            let search_secs = running.started.elapsed().as_secs_f64();
             // A panic elsewhere while the lock was held cannot leave two numbers half-added.
             let mut totals = reaped.lock().unwrap_or_else(PoisonError::into_inner);
             *totals = (totals.0 + attempts, totals.1 + search_secs);
