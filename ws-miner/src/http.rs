@@ -199,7 +199,7 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                 match ctx.miner.current() {
                     Some(current) if **current == *work => continue,
                     Some(_) => {
-                        ctx.miner.abort(work.index, arrival);
+                        ctx.miner.abort(work.index, arrival).await;
                         if let Some(outcome) = ctx.once_after_abort() {
                             return outcome;
                         }

@@ -5,8 +5,8 @@
 //! miners all start at 0, so identical miners would find the same proof and waste their work.
 
 use std::future::pending;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
@@ -47,11 +47,6 @@ pub(crate) struct Miner {
     totals: Summary,
     started: Instant,
     running: Option<Running>,
-    /// Aborted searches whose workers may not all have returned yet: each task waits for them,
-    /// reports the abort and adds the search to `reaped`.
-    stopping: Vec<JoinHandle<()>>,
-    /// Attempts and search seconds of the aborted searches whose workers have returned.
-    reaped: Arc<Mutex<(u64, f64)>>,
 }
 
 impl Miner {
@@ -62,8 +57,6 @@ impl Miner {
             totals: Summary::default(),
             started: Instant::now(),
             running: None,
-            stopping: Vec::new(),
-            reaped: Arc::new(Mutex::new((0, 0.0))),
         }
     }
 
@@ -106,54 +99,34 @@ impl Miner {
         self.running = Some(Running { work, stop, attempts, started: Instant::now(), handle });
     }
 
-    /// Stops the running search because block `by_index` arrived at `arrival`, without waiting
-    /// for its workers: the next search can start at once, and the session goes on reading
-    /// frames. When the workers have returned, a task reports the abort, with the attempts made
-    /// on the old block after the new one arrived. Returns false when nothing was running.
-    pub(crate) fn abort(&mut self, by_index: Option<u64>, arrival: Arrival) -> bool {
+    /// Stops the running search because block `by_index` arrived at `arrival`, waits for the
+    /// workers and reports it, with the attempts made on the old block after the new one
+    /// arrived. Returns false when nothing was running.
+    pub(crate) async fn abort(&mut self, by_index: Option<u64>, arrival: Arrival) -> bool {
         let Some(running) = self.running.take() else { return false };
         running.stop.store(true, Ordering::Relaxed);
         let flagged = Instant::now();
         let secs = running.started.elapsed().as_secs_f64();
+        let index = running.work.index;
+        let attempts = self.finish(running).await;
         self.totals.aborted += 1;
-        self.stopping.retain(|task| !task.is_finished());
-        let (reporter, reaped) = (self.reporter.clone(), self.reaped.clone());
-        self.stopping.push(tokio::spawn(async move {
-            // A JoinError means the search panicked, which the totals survive.
-            let _ = running.handle.await;
-            let stop_ms = flagged.elapsed().as_secs_f64() * 1000.0;
-            let attempts = running.attempts.load(Ordering::Relaxed);
-            let search_secs = running.started.elapsed().as_secs_f64();
-            // A panic elsewhere while the lock was held cannot leave two numbers half-added.
-            let mut totals = reaped.lock().unwrap_or_else(PoisonError::into_inner);
-            *totals = (totals.0 + attempts, totals.1 + search_secs);
-            drop(totals);
-            reporter.emit(Event::SearchAborted {
-                index: running.work.index,
-                by_index,
-                secs,
-                arrived_ts: arrival
-                    .wall
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
-                flag_ms: flagged.saturating_duration_since(arrival.at).as_secs_f64() * 1000.0,
-                stop_ms,
-                attempts,
-                stale_attempts: attempts.saturating_sub(arrival.attempts),
-            });
-        }));
+        self.reporter.emit(Event::SearchAborted {
+            index,
+            by_index,
+            secs,
+            arrived_ts: arrival.wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            flag_ms: flagged.saturating_duration_since(arrival.at).as_secs_f64() * 1000.0,
+            stop_ms: flagged.elapsed().as_secs_f64() * 1000.0,
+            attempts,
+            stale_attempts: attempts.saturating_sub(arrival.attempts),
+        });
         true
     }
 
-    /// Stops the running search, if any, without reporting it (the run is ending), and waits
-    /// for every aborted search's workers.
+    /// Stops the running search, if any, without reporting it (the run is ending).
     pub(crate) async fn halt(&mut self) {
         if let Some(running) = self.running.take() {
             self.finish(running).await;
-        }
-        for task in std::mem::take(&mut self.stopping) {
-            // The task only waits and reports; a JoinError leaves the totals short of one search.
-            let _ = task.await;
         }
     }
 
@@ -219,15 +192,9 @@ impl Miner {
         }
     }
 
-    /// Returns the run's totals, counting the aborted searches whose workers have returned.
+    /// Returns the run's totals.
     pub(crate) fn summary(&self) -> Summary {
-        let (attempts, search_secs) = *self.reaped.lock().unwrap_or_else(PoisonError::into_inner);
-        Summary {
-            attempts: self.totals.attempts + attempts,
-            search_secs: self.totals.search_secs + search_secs,
-            run_secs: self.started.elapsed().as_secs_f64(),
-            ..self.totals.clone()
-        }
+        Summary { run_secs: self.started.elapsed().as_secs_f64(), ..self.totals.clone() }
     }
 
     /// Updates the live status line: block, hashrate of the running search, coins.

@@ -345,7 +345,7 @@ async fn handle_text(
             match ctx.miner.current() {
                 Some(current) if **current == *work => return Step::Continue,
                 Some(_) => {
-                    ctx.miner.abort(work.index, arrival);
+                    ctx.miner.abort(work.index, arrival).await;
                     if let Some(outcome) = ctx.once_after_abort() {
                         return Step::End(outcome);
                     }
