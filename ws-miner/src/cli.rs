@@ -62,9 +62,9 @@ pub struct Cli {
     pub dialect: Option<Dialect>,
 
     /// How far below the miner's own priority the search threads run, in nice steps (0-19;
-    /// 0: the same). The default, 19, lets everything else on the machine go first and lets the
+    /// 0, the default: the same). 19 lets everything else on the machine go first and lets the
     /// miner's network thread read a new block while every core is busy hashing. Linux only.
-    #[arg(long, value_name = "N", default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub nice: u8,
 
     /// SHA-256 kernel: auto (the fastest this CPU has), avx512, sha-ni, avx2 or portable.
@@ -131,7 +131,7 @@ impl Config {
             zeros: Difficulty::DEFAULT,
             dialect: None,
             kernel: Kernel::detect(),
-            nice: 19,
+            nice: 0,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
         }

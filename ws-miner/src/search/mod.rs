@@ -78,7 +78,7 @@ impl Searcher {
     /// Returns a searcher that uses `threads` worker threads (at least one) and the fastest
     /// kernel this CPU has.
     pub fn new(threads: usize) -> Self {
-        Searcher { threads: threads.max(1), kernel: Kernel::detect(), nice: priority::MAX_NICE }
+        Searcher { threads: threads.max(1), kernel: Kernel::detect(), nice: 0 }
     }
 
     /// Returns a searcher that uses `kernel` on `threads` worker threads (at least one).
@@ -89,13 +89,12 @@ impl Searcher {
         if !kernel.is_available() {
             return Err(KernelUnavailableError(kernel));
         }
-        Ok(Searcher { threads: threads.max(1), kernel, nice: priority::MAX_NICE })
+        Ok(Searcher { threads: threads.max(1), kernel, nice: 0 })
     }
 
     /// Returns this searcher with workers that run `nice` steps below the thread that starts
-    /// the search (0 to [`priority::MAX_NICE`]; 0 leaves them at its priority). The default is
-    /// [`priority::MAX_NICE`]: the lowest priority. Linux only; elsewhere workers keep the
-    /// starting thread's priority.
+    /// the search (0 to [`priority::MAX_NICE`]; 0, the default, leaves them at its priority).
+    /// Linux only; elsewhere workers keep the starting thread's priority.
     pub fn with_nice(self, nice: u8) -> Self {
         Searcher { nice: i32::from(nice).min(priority::MAX_NICE), ..self }
     }

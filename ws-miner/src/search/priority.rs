@@ -1,11 +1,13 @@
-//! The search workers' CPU priority: below the miner's own network thread, so a frame that
-//! tells the miner to stop is read the moment it arrives, even with every core busy hashing.
+//! The search workers' CPU priority (`--nice`): optionally below the miner's own network thread,
+//! so that the thread that reads a new block never waits behind the hashing.
 //!
 //! On Linux each worker raises its own nice value ([`Searcher::with_nice`]; `setpriority` on a
 //! thread id affects that thread only, and a nice value can only go up without privileges). The
-//! network thread keeps the priority the miner was started with. The default, 19 (the lowest
-//! priority), suits a miner run on a laptop: anything the user runs comes first, and an otherwise
-//! idle CPU is still all the miner's. Elsewhere this does nothing.
+//! network thread keeps the priority the miner was started with. Nice 19 (the lowest priority)
+//! suits a miner run in the background on a laptop: anything the user runs comes first, and an
+//! otherwise idle CPU is still all the miner's. It is not the default: in bench-waste races (4
+//! miners x 2 threads on 2 cores) it did not lower the hashes spent on blocks already won and made
+//! the old workers return later (see the README). Elsewhere than Linux this does nothing.
 //!
 //! [`Searcher::with_nice`]: super::Searcher::with_nice
 
