@@ -2,10 +2,13 @@
 //! broadcast, while a few miners submit valid proofs as fast as they can at a low difficulty.
 //!
 //! Prints proofs handled per second, blocks forged per second, the broadcast fan-out time (from the
-//! earlier of the winner's `result` and the first watcher's receipt, to the last watcher's receipt
-//! of the same block; p50/p99 over the blocks every watcher received), errors, and the server's
-//! resident memory (VmRSS from `/proc/PID/status`) before connecting, after connecting and over the
-//! run, so growth shows.
+//! block's `timestamp`, which the server stamps from its clock when it forges the block, before
+//! committing and publishing it, to the moment the last watcher has read that block's frame;
+//! p50/p99 over the blocks every watcher received), the server's own fan-out histogram from
+//! `/metrics` for comparison, errors, the CPU time the server and the bench each spent per frame
+//! delivered (from `/proc/PID/stat`, so the bench's own cost shows), which CPUs each may run on,
+//! and the server's resident memory (VmRSS from `/proc/PID/status`) before connecting, after
+//! connecting and over the run, so growth shows.
 //!
 //! By default it starts the release `pool-server` next to this example (`--server-bin` to choose,
 //! `--server-arg` to pass flags) on a temporary data directory; `--addr` and `--pid` point it at a
@@ -17,16 +20,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientMessage, Difficulty, ProofSubmission, to_python_json};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// WebSocket fan-out and proof-rate load bench for pool-server.
 #[derive(Debug, Parser)]
@@ -58,12 +63,18 @@ struct Args {
     /// Concurrent WebSocket handshakes while connecting.
     #[arg(long, default_value_t = 200)]
     connect_parallelism: usize,
+    /// Runs the started server under `taskset -c CPUS` (pin the bench itself with taskset).
+    #[arg(long)]
+    server_cpus: Option<String>,
 }
 
 /// Receipt times of one block, in nanoseconds since the bench's epoch (0: none yet).
 #[derive(Default)]
 struct BlockStat {
     accepted: AtomicU64,
+    /// The block's `timestamp` (the server's clock when it forged the block), read by the first
+    /// watcher to receive it.
+    forged: AtomicU64,
     first: AtomicU64,
     last: AtomicU64,
     receipts: AtomicU32,
@@ -72,6 +83,8 @@ struct BlockStat {
 /// State shared by every task.
 struct Shared {
     epoch: Instant,
+    /// The wall-clock time at `epoch`, in seconds since the Unix epoch, to place block timestamps.
+    epoch_wall: f64,
     /// Indexed by block index minus `base`.
     blocks: Vec<BlockStat>,
     base: u64,
@@ -85,6 +98,12 @@ struct Shared {
 impl Shared {
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Converts a wall-clock time (seconds since the Unix epoch) to nanoseconds since `epoch`.
+    fn since_epoch(&self, secs: f64) -> u64 {
+        let nanos = (secs - self.epoch_wall) * 1e9;
+        if nanos.is_finite() && nanos >= 1.0 { nanos as u64 } else { 1 }
     }
 
     fn stat(&self, index: u64) -> Option<&BlockStat> {
@@ -105,9 +124,21 @@ fn block_index(frame: &str) -> Option<u64> {
     if !frame.starts_with("{\"type\":\"block\"") {
         return None;
     }
-    let rest = &frame[frame.find("\"index\":")? + "\"index\":".len()..];
-    let digits: &str = rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?;
-    digits.parse().ok()
+    number_after(frame, "\"index\":")?.parse().ok()
+}
+
+/// The block's `timestamp` in a `block` frame (seconds since the Unix epoch).
+fn block_timestamp(frame: &str) -> Option<f64> {
+    number_after(frame, "\"timestamp\":")?.parse().ok()
+}
+
+/// The JSON number that follows the first `key` in `frame`.
+fn number_after<'a>(frame: &'a str, key: &str) -> Option<&'a str> {
+    let rest = frame[frame.find(key)? + key.len()..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-')))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 fn main() -> anyhow::Result<()> {
@@ -143,9 +174,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
          {} watchers, {} miners, {} s",
         args.connections, args.miners, args.duration
     );
+    println!(
+        "CPUs allowed: server {}, bench {} (online: {})",
+        cpus_allowed(&pid.to_string()),
+        cpus_allowed("self"),
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned())
+    );
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
+        epoch_wall: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
         blocks: (0..2_000_000).map(|_| BlockStat::default()).collect(),
         base,
         errors: AtomicU64::new(0),
@@ -161,12 +200,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<bool>(args.connections.max(1));
     let mut watchers = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        watchers.push(tokio::spawn(watcher(
-            url.clone(),
-            shared.clone(),
-            gate.clone(),
-            ready_tx.clone(),
-        )));
+        watchers.push(tokio::spawn(watcher(addr, shared.clone(), gate.clone(), ready_tx.clone())));
     }
     drop(ready_tx);
     let mut connected = 0usize;
@@ -183,6 +217,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (rss_connected.saturating_sub(rss_before)) as f64 / connected.max(1) as f64
     );
 
+    let metrics_start = fanout_histogram(&http).await?;
+    let cpu_start = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
+    let frames_start = shared.receipts_total.load(Ordering::Relaxed);
     let run_start = shared.now();
     let started = Instant::now();
     // The miners get a runtime (and thread) of their own, so ten thousand watcher tasks do not
@@ -228,16 +265,95 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let run_end = shared.now();
     // Let the last broadcast land before the watchers are stopped.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_end = (cpu_ticks(&pid.to_string())?, cpu_ticks("self")?);
+    let frames = shared.receipts_total.load(Ordering::Relaxed).saturating_sub(frames_start);
+    let metrics_end = fanout_histogram(&http).await?;
     for w in &watchers {
         w.abort();
     }
 
     report(&shared, connected, elapsed, run_start, run_end, &rss_samples);
+    let per_frame = |ticks: u64| ticks as f64 * 1e6 / TICKS_PER_SECOND / frames.max(1) as f64;
+    println!(
+        "CPU per frame delivered: server {:.1} µs, bench {:.1} µs (watchers and miners)",
+        per_frame(cpu_end.0.saturating_sub(cpu_start.0)),
+        per_frame(cpu_end.1.saturating_sub(cpu_start.1)),
+    );
+    let writes: Vec<(f64, u64)> = metrics_end
+        .iter()
+        .zip(&metrics_start)
+        .map(|((le, end), (_, start))| (*le, end.saturating_sub(*start)))
+        .collect();
+    let total = writes.last().map_or(0, |(_, n)| *n);
+    let within = |p: f64| {
+        writes
+            .iter()
+            .find(|(_, n)| *n as f64 >= p * total as f64)
+            .map_or("-".to_owned(), |(le, _)| format!("≤ {} ms", le * 1e3))
+    };
+    println!(
+        "server's /metrics fan-out (publish → frame written, per connection): {total} writes, \
+         p50 {}, p99 {} (histogram bucket bounds)",
+        within(0.5),
+        within(0.99)
+    );
     if let Some(mut server) = server {
         let _ = server.child.kill();
         let _ = server.child.wait();
     }
     Ok(())
+}
+
+/// `/proc/PID/stat` counts CPU time in clock ticks of 1/100 s (`USER_HZ`, fixed on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU time of a process, every thread included, in clock ticks.
+fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces): state is the
+    // 3rd field, utime the 14th and stime the 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    Ok(field(14).context("no utime")? + field(15).context("no stime")?)
+}
+
+/// The CPUs a process may run on, as `/proc/PID/status` lists them.
+fn cpus_allowed(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// The server's fan-out histogram: (upper bound in seconds, cumulative count), `+Inf` last.
+async fn fanout_histogram(http: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .context("GET /metrics")?
+        .text()
+        .await
+        .context("reading /metrics")?;
+    let buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pool_broadcast_fanout_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect();
+    if buckets.is_empty() {
+        bail!("/metrics has no pool_broadcast_fanout_seconds histogram");
+    }
+    Ok(buckets)
 }
 
 fn report(
@@ -250,8 +366,11 @@ fn report(
 ) {
     let answered = shared.proofs_answered.load(Ordering::Relaxed);
     let forged = shared.accepted.load(Ordering::Relaxed);
+    // From the block's timestamp to the last receipt; and from the first receipt to the last.
     let mut fanout = Vec::new();
+    let mut spread = Vec::new();
     let mut partial = 0u64;
+    let mut untimed = 0u64;
     for stat in &shared.blocks {
         let accepted = stat.accepted.load(Ordering::Relaxed);
         if accepted == 0 || accepted < run_start || accepted > run_end {
@@ -263,16 +382,23 @@ fn report(
             partial += 1;
             continue;
         }
-        let start = accepted.min(stat.first.load(Ordering::Relaxed));
-        fanout.push(stat.last.load(Ordering::Relaxed).saturating_sub(start));
+        let forged = stat.forged.load(Ordering::Relaxed);
+        let (first, last) = (stat.first.load(Ordering::Relaxed), stat.last.load(Ordering::Relaxed));
+        if forged == 0 {
+            untimed += 1;
+            continue;
+        }
+        fanout.push(last.saturating_sub(forged));
+        spread.push(last.saturating_sub(first));
     }
     fanout.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if fanout.is_empty() {
+    spread.sort_unstable();
+    let pct = |v: &[u64], p: f64| -> f64 {
+        if v.is_empty() {
             return f64::NAN;
         }
-        let i = ((fanout.len() as f64 - 1.0) * p).round() as usize;
-        fanout[i] as f64 / 1e6
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i] as f64 / 1e6
     };
     let receipts = shared.receipts_total.load(Ordering::Relaxed);
     println!("proofs answered: {answered} ({:.0}/s)", answered as f64 / elapsed);
@@ -283,12 +409,21 @@ fn report(
         receipts as f64 / connected.max(1) as f64
     );
     println!(
-        "fan-out to all {connected} watchers: {} blocks, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
-         {partial} blocks coalesced (some watcher got a newer block instead)",
+        "fan-out to all {connected} watchers (block timestamp → last watcher's read): {} blocks, \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {partial} blocks coalesced (some watcher got a \
+         newer block instead)",
         fanout.len(),
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
+        pct(&fanout, 0.5),
+        pct(&fanout, 0.99),
+        pct(&fanout, 1.0)
+    );
+    if untimed > 0 {
+        println!("{untimed} blocks left out: their frame had no readable timestamp");
+    }
+    println!(
+        "  first watcher's read → last watcher's read: p50 {:.1} ms, p99 {:.1} ms",
+        pct(&spread, 0.5),
+        pct(&spread, 0.99)
     );
     let (first, last) = (rss.first().copied().unwrap_or(0), rss.last().copied().unwrap_or(0));
     let max = rss.iter().copied().max().unwrap_or(0);
@@ -300,20 +435,23 @@ fn report(
 }
 
 /// One watcher: connects, then records the receipt time of every `block` frame.
+///
+/// It speaks WebSocket by hand (a handshake, then unmasked server frames read from one reused
+/// buffer, pongs for pings), because ten thousand of them run on the same cores as the server:
+/// every byte of every frame is still read from the socket and its header checked, but nothing
+/// is allocated or copied per frame and only the index (and, once per block, the timestamp) is
+/// looked at.
 async fn watcher(
-    url: String,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     gate: Arc<Semaphore>,
     ready: tokio::sync::mpsc::Sender<bool>,
 ) {
     let permit = gate.acquire_owned().await;
-    // Small buffers: the bench's own memory should not squeeze the server's.
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let stream = match tokio_tungstenite::connect_async_with_config(&url, Some(config), false).await
-    {
-        Ok((stream, _)) => stream,
+    let mut conn = match RawWebSocket::connect(addr).await {
+        Ok(conn) => conn,
         Err(e) => {
-            shared.error(&format!("connect: {e}"));
+            shared.error(&format!("connect: {e:#}"));
             let _ = ready.send(false).await;
             return;
         }
@@ -321,37 +459,170 @@ async fn watcher(
     drop(permit);
     let _ = ready.send(true).await;
     drop(ready);
-    let (_sink, mut stream) = stream.split();
-    while let Some(frame) = stream.next().await {
+    let why = loop {
+        let frame = match conn.next_frame().await {
+            Ok(frame) => frame,
+            Err(e) => break format!("watcher read: {e:#}"),
+        };
         match frame {
-            Ok(Message::Text(text)) => {
-                if let Some(index) = block_index(text.as_str()) {
-                    let now = shared.now();
-                    shared.receipts_total.fetch_add(1, Ordering::Relaxed);
-                    if let Some(stat) = shared.stat(index) {
-                        let _ = stat.first.compare_exchange(
-                            0,
-                            now,
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        );
-                        stat.last.fetch_max(now, Ordering::Relaxed);
-                        stat.receipts.fetch_add(1, Ordering::Relaxed);
+            RawFrame::Text(text) => {
+                let Some(index) = block_index(text) else { continue };
+                let now = shared.now();
+                shared.receipts_total.fetch_add(1, Ordering::Relaxed);
+                if let Some(stat) = shared.stat(index) {
+                    let first =
+                        stat.first.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+                    if first.is_ok()
+                        && let Some(forged) = block_timestamp(text)
+                    {
+                        stat.forged.store(shared.since_epoch(forged), Ordering::Relaxed);
                     }
+                    stat.last.fetch_max(now, Ordering::Relaxed);
+                    stat.receipts.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                if !shared.stop.load(Ordering::Relaxed) {
-                    shared.error(&format!("watcher read: {e}"));
+            RawFrame::Ping(range) => {
+                if let Err(e) = conn.pong(range).await {
+                    break format!("watcher pong: {e:#}");
                 }
-                return;
             }
+            RawFrame::Other => {}
+            RawFrame::Close => break "watcher: server closed the connection".to_owned(),
         }
-    }
+    };
     if !shared.stop.load(Ordering::Relaxed) {
-        shared.error("watcher: server closed the connection");
+        shared.error(&why);
     }
+}
+
+/// A client WebSocket read frame by frame from one buffer (see [`watcher`]).
+struct RawWebSocket {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// Bytes `start..end` of `buf` are read and not yet used.
+    start: usize,
+    end: usize,
+}
+
+/// One frame from the server; `Text` borrows the connection's buffer.
+enum RawFrame<'a> {
+    Text(&'a str),
+    /// A ping, with where its payload lies in the buffer.
+    Ping(std::ops::Range<usize>),
+    Close,
+    Other,
+}
+
+impl RawWebSocket {
+    const KEY: &'static str = "bG9hZGJlbmNoIHdhdGNoZXI=";
+
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await.context("TCP connect")?;
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            Self::KEY
+        );
+        stream.write_all(request.as_bytes()).await.context("sending the handshake")?;
+        let mut conn = RawWebSocket { stream, buf: vec![0; 4096], start: 0, end: 0 };
+        let head_end = loop {
+            if let Some(i) = conn.buf[..conn.end].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if conn.fill().await? == 0 {
+                bail!("the server closed the connection during the handshake");
+            }
+        };
+        let head = String::from_utf8_lossy(&conn.buf[..head_end]);
+        let accept = derive_accept_key(Self::KEY.as_bytes());
+        if !head.starts_with("HTTP/1.1 101")
+            || !head.lines().any(|l| {
+                l.split_once(':').is_some_and(|(k, v)| {
+                    k.eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == accept
+                })
+            })
+        {
+            bail!("handshake refused: {}", head.lines().next().unwrap_or_default());
+        }
+        conn.start = head_end;
+        Ok(conn)
+    }
+
+    /// Reads more bytes after `end`, first moving what is unused to the front (and growing the
+    /// buffer when it is full of one unfinished frame); returns how many were read.
+    async fn fill(&mut self) -> anyhow::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await.context("reading")?;
+        self.end += n;
+        Ok(n)
+    }
+
+    async fn next_frame(&mut self) -> anyhow::Result<RawFrame<'_>> {
+        let (opcode, payload) = loop {
+            if let Some(frame) = parse_header(&self.buf[self.start..self.end])? {
+                break frame;
+            }
+            if self.fill().await? == 0 {
+                bail!("the server closed the connection without a close frame");
+            }
+        };
+        let payload = self.start + payload.start..self.start + payload.end;
+        self.start = payload.end;
+        Ok(match opcode {
+            0x1 => RawFrame::Text(
+                std::str::from_utf8(&self.buf[payload]).context("text frame is not UTF-8")?,
+            ),
+            0x8 => RawFrame::Close,
+            0x9 => RawFrame::Ping(payload),
+            0x2 | 0xA => RawFrame::Other,
+            other => bail!("unexpected opcode {other:#x}"),
+        })
+    }
+
+    /// Answers a ping with its payload, masked as a client must.
+    async fn pong(&mut self, payload: std::ops::Range<usize>) -> anyhow::Result<()> {
+        const MASK: [u8; 4] = [0x6c, 0x6f, 0x61, 0x64];
+        let payload = &self.buf[payload];
+        let len = u8::try_from(payload.len()).ok().filter(|n| *n <= 125).context("long ping")?;
+        let mut frame = vec![0x8A, 0x80 | len];
+        frame.extend_from_slice(&MASK);
+        frame.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
+        self.stream.write_all(&frame).await.context("sending a pong")
+    }
+}
+
+/// Parses the frame at the start of `buf`: its opcode and where its payload lies, or `None` when
+/// `buf` does not hold all of it yet. Server frames are unmasked and, from this server, never
+/// fragmented.
+fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(u8, std::ops::Range<usize>)>> {
+    let [b0, b1, rest @ ..] = buf else { return Ok(None) };
+    if b0 & 0x80 == 0 || b0 & 0x0f == 0 {
+        bail!("fragmented frame");
+    }
+    if b1 & 0x80 != 0 {
+        bail!("masked frame from the server");
+    }
+    let (len, header) = match b1 & 0x7f {
+        126 => match rest {
+            [a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 4),
+            _ => return Ok(None),
+        },
+        127 => match rest.get(..8) {
+            Some(bytes) => (u64::from_be_bytes(bytes.try_into().context("length")?), 10),
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    let len = usize::try_from(len).ok().filter(|n| *n <= 1 << 20).context("frame over 1 MiB")?;
+    let end = header + len;
+    Ok((buf.len() >= end).then(|| (b0 & 0x0f, header..end)))
 }
 
 /// One miner: mines the newest block it knows, submits, and repeats until told to stop.
@@ -467,7 +738,15 @@ impl ServerProcess {
                 .join("pool-server"),
         };
         let dir = tempfile::tempdir().context("creating a data directory")?;
-        let mut child = Command::new(&bin)
+        let mut command = match &args.server_cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .args(["--port", "0", "--difficulty", &args.difficulty.to_string(), "--data-dir"])
             .arg(dir.path())
             .args(&args.server_args)

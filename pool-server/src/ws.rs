@@ -7,9 +7,12 @@
 //! that stops reading is dropped without delaying anyone else, because nothing is shared between
 //! connections except the pre-serialised frame.
 
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -21,8 +24,8 @@ use futures_util::{SinkExt, StreamExt};
 use protocol::message::FORGED;
 use protocol::{ClientMessage, ServerMessage};
 use tokio::sync::{mpsc, watch};
+use tokio::time::error::Elapsed;
 use tokio::time::{MissedTickBehavior, interval_at, timeout};
-use tokio_util::sync::CancellationToken;
 
 use crate::error::AppError;
 use crate::ledger::Outcome;
@@ -103,7 +106,10 @@ async fn write_loop(
     missed: &AtomicU32,
 ) -> &'static str {
     let mut blocks: watch::Receiver<Arc<Latest>> = state.subscribe();
-    let shutdown: CancellationToken = state.shutdown().clone();
+    // Made once: a `cancelled()` future made afresh on every turn of the loop would take the
+    // token's lock, which every connection shares, twice per frame.
+    let shutdown = state.shutdown().clone().cancelled_owned();
+    tokio::pin!(shutdown);
     let first = Message::Text(blocks.borrow_and_update().frame.clone());
     if !matches!(timeout(SEND_TIMEOUT, sink.send(first)).await, Ok(Ok(()))) {
         return "could not send the first block";
@@ -116,7 +122,7 @@ async fn write_loop(
         let mut published = None;
         let message = tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
+            () = &mut shutdown => {
                 break (close(close_code::AWAY, "server shutting down"), "server shutting down");
             }
             reply = replies.recv() => match reply {
@@ -139,7 +145,7 @@ async fn write_loop(
                 Message::Ping(Bytes::new())
             }
         };
-        match timeout(SEND_TIMEOUT, sink.send(message)).await {
+        match send(&mut sink, message).await {
             Ok(Ok(())) => {
                 if let Some(published) = published {
                     state.metrics().fanout(published.elapsed());
@@ -152,6 +158,20 @@ async fn write_loop(
     // Best effort: a client that will not read its close frame is dropped anyway.
     let _ = timeout(CLOSE_GRACE, sink.send(message)).await;
     close_sink(sink, why).await
+}
+
+/// Sends `message` within [`SEND_TIMEOUT`]. The deadline is only armed when the send cannot
+/// finish at once: nearly every frame fits in the socket's buffer, and one timer per frame would
+/// be 10,000 timers made and dropped per block with 10,000 watchers.
+async fn send(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Message,
+) -> Result<Result<(), axum::Error>, Elapsed> {
+    let mut send = pin!(sink.send(message));
+    match poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+        Poll::Ready(sent) => Ok(sent),
+        Poll::Pending => timeout(SEND_TIMEOUT, send).await,
+    }
 }
 
 async fn close_sink(mut sink: SplitSink<WebSocket, Message>, why: &'static str) -> &'static str {
