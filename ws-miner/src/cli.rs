@@ -61,6 +61,12 @@ pub struct Cli {
     #[arg(long, value_enum)]
     pub dialect: Option<Dialect>,
 
+    /// How far below the miner's own priority the search threads run, in nice steps (0-19;
+    /// 0, the default: the same). 19 lets everything else on the machine go first and lets the
+    /// miner's network thread read a new block while every core is busy hashing. Linux only.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub nice: u8,
+
     /// SHA-256 kernel: auto (the fastest this CPU has), avx512, sha-ni, avx2 or portable.
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub kernel: String,
@@ -104,6 +110,8 @@ pub struct Config {
     pub dialect: Option<Dialect>,
     /// The SHA-256 kernel the search runs.
     pub kernel: Kernel,
+    /// Nice steps the search threads run below the network thread (`--nice`).
+    pub nice: u8,
     /// Reconnect delays.
     pub backoff: BackoffPolicy,
     /// How often HTTP mode polls `GET /last_block`.
@@ -123,6 +131,7 @@ impl Config {
             zeros: Difficulty::DEFAULT,
             dialect: None,
             kernel: Kernel::detect(),
+            nice: 0,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
         }
@@ -179,6 +188,7 @@ impl Cli {
             zeros,
             dialect: self.dialect,
             kernel,
+            nice: self.nice,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
         })

@@ -141,6 +141,7 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                     r = course.last_block() => r,
                     () = stopped(&mut shutdown) => return Outcome::Interrupted,
                 };
+                let arrival = ctx.miner.arrival();
                 let (block, difficulty) = match polled {
                     Ok(answer) => answer,
                     Err(error) => {
@@ -198,7 +199,7 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                 match ctx.miner.current() {
                     Some(current) if **current == *work => continue,
                     Some(_) => {
-                        ctx.miner.abort(work.index).await;
+                        ctx.miner.abort(work.index, arrival).await;
                         if let Some(outcome) = ctx.once_after_abort() {
                             return outcome;
                         }

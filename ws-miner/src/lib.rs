@@ -47,7 +47,8 @@ pub async fn run(
         std::future::pending::<()>().await;
     });
     let searcher = Searcher::with_kernel(config.kernel, config.threads)
-        .unwrap_or_else(|_| Searcher::new(config.threads));
+        .unwrap_or_else(|_| Searcher::new(config.threads))
+        .with_nice(config.nice);
     let miner = Miner::new(searcher, reporter.clone());
     let endpoint = config.endpoint.clone();
     let mut ctx =

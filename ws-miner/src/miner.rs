@@ -7,7 +7,7 @@
 use std::future::pending;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
 use crate::job::Work;
@@ -21,6 +21,15 @@ pub(crate) struct Found {
     pub work: Arc<Work>,
     /// The proof.
     pub proof: u64,
+}
+
+/// When a new block reached the miner, and how many attempts the running search had made by then.
+/// Taken as the frame (or poll answer) is read, before anything else is done with it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    at: Instant,
+    wall: SystemTime,
+    attempts: u64,
 }
 
 struct Running {
@@ -56,6 +65,13 @@ impl Miner {
         self.running.as_ref().map(|r| &r.work)
     }
 
+    /// Returns the moment now, with the running search's attempts so far (each worker's count
+    /// lags by less than twice [`crate::search::CHECK_EVERY`] attempts).
+    pub(crate) fn arrival(&self) -> Arrival {
+        let attempts = self.running.as_ref().map_or(0, |r| r.attempts.load(Ordering::Relaxed));
+        Arrival { at: Instant::now(), wall: SystemTime::now(), attempts }
+    }
+
     /// Starts searching `work`. Stops any search still running first (without reporting it).
     pub(crate) fn start(&mut self, work: Arc<Work>) {
         if let Some(old) = self.running.take() {
@@ -83,15 +99,27 @@ impl Miner {
         self.running = Some(Running { work, stop, attempts, started: Instant::now(), handle });
     }
 
-    /// Stops the running search because block `by_index` arrived, waits for the workers and
-    /// reports it. Returns false when nothing was running.
-    pub(crate) async fn abort(&mut self, by_index: Option<u64>) -> bool {
+    /// Stops the running search because block `by_index` arrived at `arrival`, waits for the
+    /// workers and reports it, with the attempts made on the old block after the new one
+    /// arrived. Returns false when nothing was running.
+    pub(crate) async fn abort(&mut self, by_index: Option<u64>, arrival: Arrival) -> bool {
         let Some(running) = self.running.take() else { return false };
+        running.stop.store(true, Ordering::Relaxed);
+        let flagged = Instant::now();
         let secs = running.started.elapsed().as_secs_f64();
         let index = running.work.index;
-        let stop_ms = self.finish(running).await;
+        let attempts = self.finish(running).await;
         self.totals.aborted += 1;
-        self.reporter.emit(Event::SearchAborted { index, by_index, secs, stop_ms });
+        self.reporter.emit(Event::SearchAborted {
+            index,
+            by_index,
+            secs,
+            arrived_ts: arrival.wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            flag_ms: flagged.saturating_duration_since(arrival.at).as_secs_f64() * 1000.0,
+            stop_ms: flagged.elapsed().as_secs_f64() * 1000.0,
+            attempts,
+            stale_attempts: attempts.saturating_sub(arrival.attempts),
+        });
         true
     }
 
@@ -102,18 +130,17 @@ impl Miner {
         }
     }
 
-    /// Sets the stop flag, waits for the workers and adds the search to the totals. Returns
-    /// the milliseconds the workers took to stop.
-    async fn finish(&mut self, running: Running) -> f64 {
+    /// Sets the stop flag (if it is not set yet), waits for the workers and adds the search to
+    /// the totals. Returns the search's attempts.
+    async fn finish(&mut self, running: Running) -> u64 {
         running.stop.store(true, Ordering::Relaxed);
-        let asked = Instant::now();
-        // The search returns within a few thousand hashes of the flag; a JoinError means the
+        // The search returns within a few hundred hashes of the flag; a JoinError means the
         // search panicked, which the totals survive.
         let _ = running.handle.await;
-        let stop_ms = asked.elapsed().as_secs_f64() * 1000.0;
-        self.totals.attempts += running.attempts.load(Ordering::Relaxed);
+        let attempts = running.attempts.load(Ordering::Relaxed);
+        self.totals.attempts += attempts;
         self.totals.search_secs += running.started.elapsed().as_secs_f64();
-        stop_ms
+        attempts
     }
 
     /// Waits until the running search finds a proof and reports it; never returns while no

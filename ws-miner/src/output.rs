@@ -82,8 +82,18 @@ pub enum Event {
         by_index: Option<u64>,
         /// Seconds the search had run.
         secs: f64,
+        /// When the new block's frame (or poll answer) was read: Unix seconds, a float.
+        arrived_ts: f64,
+        /// Milliseconds from reading the new block to setting the workers' stop flag.
+        flag_ms: f64,
         /// Milliseconds between the stop request and the workers' return.
         stop_ms: f64,
+        /// Hashes tried on the abandoned block.
+        attempts: u64,
+        /// Of those, the hashes tried after the new block was read (work on a block already
+        /// replaced); counts read while the search runs lag by at most a few hundred per worker,
+        /// so this may overstate by as much, never understate.
+        stale_attempts: u64,
     },
     /// The server accepted a proof.
     Accepted {
@@ -205,8 +215,19 @@ impl Event {
                 block_name(*index),
                 format_hashrate(*hashrate)
             ),
-            Event::SearchAborted { index, by_index, secs, stop_ms } => format!(
-                "{}: search aborted after {secs:.2}s: {} arrived (workers stopped in {stop_ms:.1} ms)",
+            Event::SearchAborted {
+                index,
+                by_index,
+                secs,
+                flag_ms,
+                stop_ms,
+                attempts,
+                stale_attempts,
+                ..
+            } => format!(
+                "{}: search aborted after {secs:.2}s: {} arrived (stop flag set in {flag_ms:.2} ms, \
+                 workers stopped {stop_ms:.1} ms later; {stale_attempts} of {attempts} attempts \
+                 after it arrived)",
                 block_name(*index),
                 block_name(*by_index)
             ),

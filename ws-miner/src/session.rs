@@ -23,7 +23,7 @@ use crate::backoff::Backoff;
 use crate::cli::Config;
 use crate::error::Outcome;
 use crate::job::{Dialect, Work, block_proof};
-use crate::miner::{Found, Miner};
+use crate::miner::{Arrival, Found, Miner};
 use crate::output::{Event, Reporter};
 
 /// How long a connection attempt (TCP + WebSocket handshake) may take.
@@ -173,10 +173,11 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
                 });
             }
             frame = next_frame(&mut conn), if conn.is_some() => {
+                let arrival = ctx.miner.arrival();
                 last_read = Instant::now();
                 let lost = match frame {
                     Some(Ok(Message::Text(text))) => {
-                        match handle_text(ctx, &mut conn, &mut proofs, &mut backoff, text.as_str()).await {
+                        match handle_text(ctx, &mut conn, &mut proofs, &mut backoff, text.as_str(), arrival).await {
                             Step::Continue => None,
                             Step::End(outcome) => return WsEnd::Done(outcome),
                             Step::Lost(reason) => Some(reason),
@@ -292,6 +293,7 @@ async fn handle_text(
     proofs: &mut Proofs,
     backoff: &mut Backoff,
     text: &str,
+    arrival: Arrival,
 ) -> Step {
     let Some(ws) = conn.as_mut() else { return Step::Continue };
     let message = match ServerMessage::from_json(text) {
@@ -343,7 +345,7 @@ async fn handle_text(
             match ctx.miner.current() {
                 Some(current) if **current == *work => return Step::Continue,
                 Some(_) => {
-                    ctx.miner.abort(work.index).await;
+                    ctx.miner.abort(work.index, arrival).await;
                     if let Some(outcome) = ctx.once_after_abort() {
                         return Step::End(outcome);
                     }

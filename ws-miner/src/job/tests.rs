@@ -184,7 +184,16 @@ fn json_events_have_a_stable_shape() {
             attempts: 3_000_000,
             hashrate: 2e6,
         },
-        Event::SearchAborted { index: Some(3), by_index: Some(4), secs: 0.5, stop_ms: 1.25 },
+        Event::SearchAborted {
+            index: Some(3),
+            by_index: Some(4),
+            secs: 0.5,
+            arrived_ts: 1_700_000_000.5,
+            flag_ms: 0.03,
+            stop_ms: 1.25,
+            attempts: 1_000_000,
+            stale_attempts: 700,
+        },
         Event::Accepted {
             index: Some(3),
             proof: 123,
@@ -199,7 +208,7 @@ fn json_events_have_a_stable_shape() {
     insta::assert_snapshot!(lines.join("\n"), @r#"
     {"event":"search_started","index":3,"difficulty":6,"kernel":"portable","threads":4}
     {"event":"search_finished","index":3,"proof":123,"secs":1.5,"attempts":3000000,"hashrate":2000000.0}
-    {"event":"search_aborted","index":3,"by_index":4,"secs":0.5,"stop_ms":1.25}
+    {"event":"search_aborted","index":3,"by_index":4,"secs":0.5,"arrived_ts":1700000000.5,"flag_ms":0.03,"stop_ms":1.25,"attempts":1000000,"stale_attempts":700}
     {"event":"accepted","index":3,"proof":123,"message":"New Block Forged","coins":2}
     {"event":"rejected","index":null,"proof":9,"reason":"stale","message":"late"}
     "#);

@@ -215,13 +215,14 @@ impl<'a> Progress<'a> {
         Progress { local: 0, attempts, stop, found }
     }
 
-    /// Records `n` attempts; returns false when the worker should stop.
+    /// Records `n` attempts; returns false when the worker should stop. Scans call it after
+    /// every kernel call of at most [`CHECK_EVERY`] attempts, so a worker looks at the flags at
+    /// least that often; the shared counter is updated every [`CHECK_EVERY`] attempts or more.
     fn add(&mut self, n: u64) -> bool {
         self.local += n;
-        if self.local < CHECK_EVERY {
-            return true;
+        if self.local >= CHECK_EVERY {
+            self.flush();
         }
-        self.flush();
         !(self.stop.load(Ordering::Relaxed) || self.found.load(Ordering::Relaxed))
     }
 
@@ -365,10 +366,14 @@ fn scan_layout(
             mask,
         };
         let (f_lo, f_hi) = ((proof - base) as usize, (last - base) as usize + 1);
-        match kernel.scan(&prepared, f_lo, f_hi) {
-            Some(f) => {
-                let candidate = base + f as u64;
-                let keep_going = progress.add((f - f_lo + 1) as u64);
+        // The kernel runs over chunks of at most CHECK_EVERY fast values, so the stop flag is
+        // seen within that many attempts of being set.
+        let mut f = f_lo;
+        proof = loop {
+            let end = f_hi.min(f + CHECK_EVERY as usize);
+            if let Some(hit) = kernel.scan(&prepared, f, end) {
+                let candidate = base + hit as u64;
+                let keep_going = progress.add((hit - f + 1) as u64);
                 if prefix.is_valid(candidate, difficulty) {
                     return Scan::Found(candidate);
                 }
@@ -385,18 +390,19 @@ fn scan_layout(
                 if !keep_going {
                     return Scan::Stopped;
                 }
-                proof = candidate + 1;
+                break candidate + 1;
             }
-            None => {
-                let keep_going = progress.add((f_hi - f_lo) as u64);
-                if last == hi {
-                    return Scan::Exhausted;
-                }
-                if !keep_going {
-                    return Scan::Stopped;
-                }
-                proof = last + 1;
+            let keep_going = progress.add((end - f) as u64);
+            if end == f_hi && last == hi {
+                return Scan::Exhausted;
             }
-        }
+            if !keep_going {
+                return Scan::Stopped;
+            }
+            if end == f_hi {
+                break last + 1;
+            }
+            f = end;
+        };
     }
 }

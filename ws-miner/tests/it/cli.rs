@@ -38,6 +38,8 @@ fn bad_settings_are_usage_errors() {
         &["--id", "a", "--quiet", "--json"],
         &["--id", "a", "--kernel", "md5"],
         &["--bench", "--kernel", "md5"],
+        &["--id", "a", "--nice", "20"],
+        &["--id", "a", "--nice", "-1"],
     ] {
         let out = run_in(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -186,6 +188,100 @@ async fn json_prints_one_event_per_line() {
         ["connected", "search_started", "search_finished", "accepted", "summary"],
         "{lines:#?}"
     );
+}
+
+#[tokio::test]
+async fn json_abort_line_tells_when_the_block_arrived_and_the_work_after_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--json", "--once", "--id", "j", "-t", "2", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "hopeless"), NEVER)).await;
+    bin.line_containing("search_started").await;
+    // Let the workers get going, so the abort has attempts to count.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    send(&mut ws, block_frame(&block(2, "hopeless"), NEVER)).await;
+    let line = bin.line_containing("search_aborted").await;
+    // --once: the block went to someone else.
+    let (code, _) = bin.wait().await;
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&line).expect("the line is JSON");
+    let num = |field: &str| v[field].as_f64().unwrap_or_else(|| panic!("no {field} in {line}"));
+    let (ts, arrived, flag_ms, stop_ms) =
+        (num("ts"), num("arrived_ts"), num("flag_ms"), num("stop_ms"));
+    let attempts = v["attempts"].as_u64().expect("attempts is a count");
+    let stale = v["stale_attempts"].as_u64().expect("stale_attempts is a count");
+    assert_eq!((v["index"].as_u64(), v["by_index"].as_u64()), (Some(1), Some(2)), "{line}");
+    // The frame was read after it was sent and before the line was printed, which came after
+    // the flag was set and the workers returned (1 ms of slack for float rounding).
+    assert!(arrived >= sent - 0.001 && arrived <= ts, "{line}");
+    assert!(flag_ms >= 0.0 && stop_ms >= 0.0, "{line}");
+    assert!((ts - arrived) * 1000.0 + 1.0 >= flag_ms + stop_ms, "{line}");
+    assert!(attempts > 0, "{line}");
+    assert!(stale <= attempts, "{line}");
+}
+
+/// The nice values of a process's threads, main thread first, from /proc.
+#[cfg(target_os = "linux")]
+fn thread_nices(pid: u32) -> Vec<i32> {
+    let mut tids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process is alive")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_by_key(|&tid| tid != pid);
+    tids.iter()
+        .filter_map(|tid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            // Field 19 is the nice value; fields after the command name start at field 3.
+            stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn search_threads_run_as_far_below_the_network_thread_as_nice_says() {
+    for (nice, lowered) in [(None, 0), (Some("19"), 19), (Some("5"), 5)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = WsServer::bind().await;
+        let url = format!("ws://{}/ws", server.addr);
+        let mut args = vec!["--json", "--id", "n", "-t", "3", &url];
+        if let Some(n) = nice {
+            args.extend(["--nice", n]);
+        }
+        let mut bin = Bin::start(dir.path(), &args);
+        let mut ws = server.accept().await;
+        send(&mut ws, block_frame(&block(1, "nice"), NEVER)).await;
+        bin.line_containing("search_started").await;
+        // The workers are spawned as the search starts; give them a moment to lower themselves.
+        // Threads: main, the runtime's, the search's blocking thread and its three workers.
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let (base, target, nices) = loop {
+            let nices = thread_nices(bin.pid);
+            let base = nices[0];
+            let target = (base + lowered).min(19);
+            let at_target = nices.iter().filter(|&&n| n == target).count();
+            let settled = nices.len() >= 6 && (lowered == 0 || at_target == 3);
+            if settled || Instant::now() > deadline {
+                break (base, target, nices);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        if lowered == 0 {
+            assert!(nices.len() >= 6 && nices.iter().all(|&n| n == base), "no --nice: {nices:?}");
+        } else if target == base {
+            println!("this test runs at nice {base} already: nothing lower to check");
+        } else {
+            let at_target = nices.iter().filter(|&&n| n == target).count();
+            assert_eq!(at_target, 3, "{nice:?}: three workers at {target}: {nices:?}");
+            assert!(nices.iter().filter(|&&n| n == base).count() >= 2, "{nices:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -19,7 +19,18 @@ fn plain_redacted(events: &[Event], addr: std::net::SocketAddr) -> String {
                 Event::Accepted { proof, .. } | Event::Rejected { proof, .. } => *proof = 4242,
                 // The kernel depends on the CPU (portable, AVX2, SHA-NI...).
                 Event::SearchStarted { kernel, .. } => *kernel = "KERNEL",
-                Event::SearchAborted { secs, stop_ms, .. } => (*secs, *stop_ms) = (0.25, 1.0),
+                Event::SearchAborted {
+                    secs,
+                    arrived_ts,
+                    flag_ms,
+                    stop_ms,
+                    attempts,
+                    stale_attempts,
+                    ..
+                } => {
+                    (*secs, *arrived_ts, *flag_ms, *stop_ms) = (0.25, 1.7e9, 0.05, 1.0);
+                    (*attempts, *stale_attempts) = (500_000, 300);
+                }
                 Event::Summary(s) => {
                     (s.attempts, s.search_secs, s.run_secs) = (6_000_000, 3.0, 4.0);
                 }
@@ -130,15 +141,25 @@ async fn a_newer_block_aborts_the_search() {
         .await;
     let b2 = block(2, "hard");
     send(&mut ws, block_frame(&b2, EASY)).await;
-    let stop_ms = miner
+    let (flag_ms, stop_ms, attempts, stale) = miner
         .wait_for("the abort", |e| match e {
-            Event::SearchAborted { index: Some(1), by_index: Some(2), stop_ms, .. } => {
-                Some(*stop_ms)
-            }
+            Event::SearchAborted {
+                index: Some(1),
+                by_index: Some(2),
+                flag_ms,
+                stop_ms,
+                attempts,
+                stale_attempts,
+                ..
+            } => Some((*flag_ms, *stop_ms, *attempts, *stale_attempts)),
             _ => None,
         })
         .await;
-    println!("abort latency: workers stopped {stop_ms:.2} ms after the new block");
+    println!(
+        "abort latency: stop flag set {flag_ms:.3} ms after the new block, workers stopped \
+         {stop_ms:.2} ms later; {stale} of {attempts} attempts after the new block"
+    );
+    assert!(stale <= attempts);
     let started = miner
         .wait_for("the next search", |e| match e {
             Event::SearchStarted { index, .. } => Some(*index),
