@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 pub enum Kernel {
     /// 16 candidates at once in AVX-512 registers (needs `avx512f`).
     Avx512,
-    /// One compression per candidate with the SHA extensions, two candidates interleaved
+    /// One compression per candidate with the SHA extensions, three candidates interleaved
     /// (needs `sha`, `sse4.1`).
     ShaNi,
     /// 8 candidates at once in AVX2 registers (needs `avx2`).
