@@ -41,8 +41,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// The most attempts a worker makes between looks at the stop flag (and between updates of the
 /// shared attempt counter, which it makes every this many attempts or a few hundred more).
 /// About 10 µs of one core with SHA-NI: a worker stops within that much work of the flag, and
-/// an attempt count read at any moment lags by less than twice this much per worker.
-pub const CHECK_EVERY: u64 = 256;
+/// an attempt count read at any moment lags by less than twice this much per worker. A multiple
+/// of every kernel's width (3 SHA-NI candidates, 8 and 16 SIMD lanes), so that a kernel call of
+/// this many attempts fills every lane it hashes.
+pub const CHECK_EVERY: u64 = 240;
+const _: () =
+    assert!(CHECK_EVERY.is_multiple_of(48), "CHECK_EVERY must be a multiple of 3 and of 16");
 
 /// What to search: the bytes hashed before the decimal proof, and the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
