@@ -17,11 +17,11 @@ use protocol::message::STATS_RECENT_BLOCKS;
 use protocol::{Balance, Block, Difficulty, ServerMessage};
 use serde_json::Value;
 
-/// The longest window the block rate is measured over, in seconds.
-pub const RATE_WINDOW_SECS: f64 = 300.0;
+/// The window the block rate is measured over, in seconds: "blocks / minute" is the last minute.
+pub const RATE_WINDOW_SECS: f64 = 60.0;
 /// The shortest window: right after start, a couple of quick blocks should not read as hundreds a
-/// minute.
-pub const MIN_RATE_WINDOW_SECS: f64 = 60.0;
+/// minute, but a race's first minute should not read as a fraction of its real pace either.
+pub const MIN_RATE_WINDOW_SECS: f64 = 10.0;
 
 /// Coins per id, the newest blocks and recent forge times.
 #[derive(Debug)]
@@ -200,9 +200,14 @@ mod tests {
         for i in 0..30 {
             board.record(&block(i + 2, started + 1.0 + i as f64, Vec::new()));
         }
-        // 30 blocks in the first 30 s: measured over the one-minute floor.
-        assert_eq!(board.blocks_per_minute(started + 30.0), 30.0);
-        // Ten minutes later they have left the five-minute window.
+        // 30 blocks in the first 30 s: measured over those 30 s, not a whole minute.
+        assert_eq!(board.blocks_per_minute(started + 30.0), 60.0);
+        // Two quick blocks right after start are measured over the 10 s floor.
+        let mut early = Scoreboard::from_chain(&[Block::genesis(900.0)], started);
+        early.record(&block(2, started + 1.0, Vec::new()));
+        early.record(&block(3, started + 2.0, Vec::new()));
+        assert_eq!(early.blocks_per_minute(started + 3.0), 12.0);
+        // Ten minutes later they have left the one-minute window.
         assert_eq!(board.blocks_per_minute(started + 630.0), 0.0);
         let ServerMessage::Stats { hashrate, blocks_per_minute, .. } =
             board.stats(Difficulty::new(2).expect("in range"), 0, started + 630.0)
@@ -224,8 +229,8 @@ mod tests {
         else {
             panic!("stats() returns a Stats message");
         };
-        // 120 blocks (the genesis block does not count) over the 240 s since start.
-        assert_eq!(blocks_per_minute, 30.0);
+        // One a second from 100 s to 219 s: the last minute (180 s to 240 s) holds 40 of them.
+        assert_eq!(blocks_per_minute, 40.0);
         assert_eq!(hashrate, blocks_per_minute * 4096.0 / 60.0);
     }
 }
