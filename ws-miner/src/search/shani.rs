@@ -40,8 +40,8 @@ fn load(w: &[u32; 16], g: usize) -> __m128i {
 
 /// How many candidates one pass of the loop hashes, interleaved. Measured on Zen 3 by one
 /// thread alternating 250 ms slices of each width (20 rounds, three runs): 2 ways 27.3, 27.8,
-/// 26.2 M/s; 3 ways 32.2, 32.8, 30.3; 4 ways 30.5, 32.0, 28.0; 5 ways 28.0, 30.5, 27.4. Wider
-/// loops spill the message vectors out of the 16 XMM registers.
+/// 26.2 M/s; 3 ways 32.2, 32.8, 30.3; 4 ways 30.5, 32.0, 28.0; 5 ways 28.0, 30.5, 27.4. Why the
+/// wider loops are slower was not examined (register pressure is a guess: 16 XMM registers).
 const WAYS: usize = 3;
 
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
