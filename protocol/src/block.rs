@@ -14,6 +14,13 @@ pub const GENESIS_PREVIOUS_HASH: &str = "1";
 pub const REWARD_SENDER: &str = "0";
 /// The amount of a mining reward: one coin.
 pub const REWARD_AMOUNT: u64 = 1;
+/// The largest block string (`json.dumps(block, sort_keys=True)`) this pool's server forges. Its
+/// WebSocket `block` frame is no larger plus 64 bytes (the frame's JSON is never longer than the
+/// block string: no spaces after separators, UTF-8 instead of `\uXXXX` escapes), far below the
+/// 1 MiB a Python `websockets` client accepts by default and the 16 MiB frames and 64 MiB messages
+/// of `tungstenite`'s defaults. The server refuses transactions that would make the next block
+/// larger.
+pub const MAX_BLOCK_BYTES: usize = 256 * 1024;
 
 /// A transfer recorded in a block. A mining reward has `sender == "0"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,18 +7,21 @@
 //! - [`canonical`]: the block string, i.e. the exact text of Python's
 //!   `json.dumps(value, sort_keys=True)` for any JSON value.
 //! - [`block`]: [`Block`] and [`Transaction`], the genesis block and the block hash.
+//! - [`id`]: [`MinerId`], the rules for ids and transaction parties (printable, bounded).
 //! - [`pow`]: [`Difficulty`] (leading hex zeroes) and the proof check.
 //! - [`message`]: the WebSocket messages ([`ServerMessage`], [`ClientMessage`]) and their parsing
 //!   of untrusted input.
 
 pub mod block;
 pub mod canonical;
+pub mod id;
 pub mod message;
 pub mod pow;
 
 pub use block::{Block, BlockHash, Transaction};
 pub use canonical::{block_string, to_python_json};
+pub use id::{IdError, MinerId};
 pub use message::{
     Balance, ClientMessage, MessageError, ProofSubmission, RejectReason, ServerMessage,
 };
-pub use pow::{Difficulty, DifficultyError, proof_digest};
+pub use pow::{Difficulty, DifficultyError, ProofChecker, proof_digest};

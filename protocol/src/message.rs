@@ -9,10 +9,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::block::Block;
+pub use crate::id::MAX_ID_CHARS;
+use crate::id::{IdError, MinerId};
 use crate::pow::Difficulty;
-
-/// The largest accepted miner id, in bytes after trimming.
-pub const MAX_ID_BYTES: usize = 128;
 /// The `message` of an accepted proof, exactly as the course's server says it.
 pub const FORGED: &str = "New Block Forged";
 
@@ -250,7 +249,8 @@ pub struct ProofSubmission {
 
 impl ProofSubmission {
     /// Checks a proof submission's fields: `proof` (non-negative integer that fits in 64 bits),
-    /// `id` (a string, non-empty after trimming, at most [`MAX_ID_BYTES`]), and optional `index`.
+    /// `id` (a string that is a valid [`MinerId`]: printable, non-empty after trimming, at most
+    /// [`MAX_ID_CHARS`] characters), and optional `index`.
     /// Other fields are ignored, as the course's server ignores them.
     ///
     /// # Errors
@@ -269,16 +269,7 @@ impl ProofSubmission {
         };
         let id = match obj.get("id") {
             None => return Err(MessageError::Missing("id")),
-            Some(Value::String(s)) => {
-                let id = s.trim();
-                if id.is_empty() {
-                    return Err(MessageError::EmptyId);
-                }
-                if id.len() > MAX_ID_BYTES {
-                    return Err(MessageError::IdTooLong(id.len()));
-                }
-                id.to_owned()
-            }
+            Some(Value::String(s)) => MinerId::parse(s)?.into_string(),
             Some(v) => return Err(MessageError::wrong("id", "a string", v)),
         };
         let index = match obj.get("index") {
@@ -359,9 +350,22 @@ pub enum MessageError {
     /// The id is empty or only whitespace.
     #[error("\"id\" must not be empty or only whitespace")]
     EmptyId,
-    /// The id is longer than [`MAX_ID_BYTES`].
-    #[error("\"id\" is {0} bytes long; at most {MAX_ID_BYTES} are allowed")]
+    /// The id is longer than [`MAX_ID_CHARS`] (its length in characters).
+    #[error("\"id\" is {0} characters long; at most {MAX_ID_CHARS} are allowed")]
     IdTooLong(usize),
+    /// The id holds a control or invisible formatting character (its code point).
+    #[error("\"id\" must be printable text, but holds the character U+{0:04X}")]
+    IdUnprintable(u32),
+}
+
+impl From<IdError> for MessageError {
+    fn from(e: IdError) -> Self {
+        match e {
+            IdError::Empty => MessageError::EmptyId,
+            IdError::TooLong(n) => MessageError::IdTooLong(n),
+            IdError::Unprintable(c) => MessageError::IdUnprintable(c),
+        }
+    }
 }
 
 impl MessageError {

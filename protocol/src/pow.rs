@@ -86,9 +86,69 @@ pub fn proof_digest(block_string: &str, proof: u64) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// A block string absorbed into SHA-256 once, so that checking a proof against it costs only the
+/// string's last partial 64-byte chunk and the proof's digits, however long the block is.
+#[derive(Clone)]
+pub struct ProofChecker {
+    absorbed: Sha256,
+}
+
+impl ProofChecker {
+    /// Absorbs `block_string`.
+    pub fn new(block_string: &str) -> Self {
+        let mut absorbed = Sha256::new();
+        absorbed.update(block_string.as_bytes());
+        ProofChecker { absorbed }
+    }
+
+    /// Returns `sha256(block_string + decimal(proof))`, as [`proof_digest`] does.
+    pub fn digest(&self, proof: u64) -> [u8; 32] {
+        let mut hasher = self.absorbed.clone();
+        let mut digits = [0u8; 20];
+        hasher.update(decimal(proof, &mut digits));
+        hasher.finalize().into()
+    }
+
+    /// Returns true when `proof` meets `difficulty` for this block.
+    pub fn is_valid_proof(&self, difficulty: Difficulty, proof: u64) -> bool {
+        difficulty.is_met_by(&self.digest(proof))
+    }
+}
+
+impl fmt::Debug for ProofChecker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProofChecker")
+    }
+}
+
+/// Writes `n` in decimal into the end of `buf` and returns the digits.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        // `n % 10` is below 10, so the cast cannot truncate.
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checker_agrees_with_proof_digest() {
+        let long = format!("{{\"x\": \"{}\"}}", "y".repeat(1000));
+        for s in ["", "a", &"z".repeat(63), &"z".repeat(64), &long] {
+            let checker = ProofChecker::new(s);
+            for proof in [0, 1, 9, 10, 99, 12345, u64::MAX / 3, u64::MAX] {
+                assert_eq!(checker.digest(proof), proof_digest(s, proof), "{s:?} {proof}");
+            }
+        }
+    }
 
     #[test]
     fn difficulty_bounds() {

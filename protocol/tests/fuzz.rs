@@ -9,7 +9,8 @@
 mod support;
 
 use proptest::prelude::*;
-use protocol::message::MAX_ID_BYTES;
+use protocol::id::is_printable;
+use protocol::message::MAX_ID_CHARS;
 use protocol::{ClientMessage, MessageError, ProofSubmission, ServerMessage, to_python_json};
 use serde_json::Value;
 use support::{arb_client_message, arb_float, arb_json, arb_server_message, arb_string};
@@ -124,7 +125,8 @@ fn oracle(
     let id = match id {
         Field::Absent => return Err("missing id"),
         Field::Str(s) if s.trim().is_empty() => return Err("empty id"),
-        Field::Str(s) if s.trim().len() > MAX_ID_BYTES => return Err("long id"),
+        Field::Str(s) if s.trim().chars().count() > MAX_ID_CHARS => return Err("long id"),
+        Field::Str(s) if !s.trim().chars().all(is_printable) => return Err("unprintable id"),
         Field::Str(s) => s.trim().to_owned(),
         _ => return Err("id"),
     };
@@ -142,6 +144,7 @@ fn blame(e: &MessageError) -> &'static str {
         MessageError::Missing("id") => "missing id",
         MessageError::EmptyId => "empty id",
         MessageError::IdTooLong(_) => "long id",
+        MessageError::IdUnprintable(_) => "unprintable id",
         MessageError::Wrong { field, .. } => field,
         _ => "something else",
     }

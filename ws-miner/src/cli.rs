@@ -2,8 +2,7 @@
 //! `main` sees clap types.
 
 use clap::Parser;
-use protocol::Difficulty;
-use protocol::message::MAX_ID_BYTES;
+use protocol::{Difficulty, IdError, MinerId};
 use std::path::Path;
 use std::time::Duration;
 use url::Url;
@@ -158,13 +157,12 @@ impl Cli {
                 }
             }
         };
-        let id = id.trim();
-        if id.is_empty() {
-            return Err(ConfigError::EmptyId);
-        }
-        if id.len() > MAX_ID_BYTES {
-            return Err(ConfigError::IdTooLong(id.len()));
-        }
+        // The protocol's rules, as the server applies them: trimmed, bounded, printable.
+        let id = MinerId::parse(&id).map_err(|e| match e {
+            IdError::Empty => ConfigError::EmptyId,
+            other => ConfigError::BadId(other),
+        })?;
+        let id = id.as_str();
         let endpoint = parse_endpoint(&self.url)?;
         let zeros = Difficulty::new(self.zeros).map_err(ConfigError::Zeros)?;
         let threads = match self.threads {
@@ -297,8 +295,10 @@ mod tests {
             (c.id.as_str(), c.threads, c.format, c.zeros.zeros()),
             ("zed", 3, Format::Json, 4)
         );
-        let long = "x".repeat(MAX_ID_BYTES + 1);
-        assert!(matches!(cli(&["--id", &long]).into_config(&dir), Err(ConfigError::IdTooLong(_))));
+        let long = "x".repeat(protocol::message::MAX_ID_CHARS + 1);
+        assert!(matches!(cli(&["--id", &long]).into_config(&dir), Err(ConfigError::BadId(_))));
+        let escape = cli(&["--id", "a\u{1b}[2J"]).into_config(&dir);
+        assert!(matches!(escape, Err(ConfigError::BadId(IdError::Unprintable(0x1b)))));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -23,9 +23,9 @@ pub enum ConfigError {
     /// The id is empty after trimming.
     #[error("the miner id is empty: pass --id NAME or write a name into my_id.txt")]
     EmptyId,
-    /// The id is too long for the server.
-    #[error("the miner id is {0} bytes long; at most {max} are allowed", max = protocol::message::MAX_ID_BYTES)]
-    IdTooLong(usize),
+    /// The id breaks the protocol's id rules (too long, unprintable).
+    #[error("the miner id {0}")]
+    BadId(protocol::IdError),
     /// The URL cannot be used.
     #[error("bad server URL {url:?}: {why}")]
     Url {

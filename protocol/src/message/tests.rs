@@ -54,10 +54,10 @@ fn rejects_bad_client_messages_with_reasons() {
         r#"{"type":"proof","proof":1,"id":" \n"}"#,
         Err(r#""id" must not be empty or only whitespace"#),
     );
-    let long = "x".repeat(MAX_ID_BYTES + 1);
+    let long = "x".repeat(MAX_ID_CHARS + 1);
     check_client(
         &format!(r#"{{"type":"proof","proof":1,"id":"{long}"}}"#),
-        Err(r#""id" is 129 bytes long; at most 128 are allowed"#),
+        Err(r#""id" is 129 characters long; at most 128 are allowed"#),
     );
 }
 

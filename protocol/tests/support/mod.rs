@@ -186,7 +186,7 @@ pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
 pub fn arb_valid_id() -> impl Strategy<Value = String> {
     prop_oneof!["[a-zA-Z0-9_-]{1,20}", "\\PC{1,30}"].prop_filter("valid id", |s| {
         let t = s.trim();
-        !t.is_empty() && t.len() <= protocol::message::MAX_ID_BYTES && t == s
+        !t.is_empty() && t.chars().count() <= protocol::message::MAX_ID_CHARS && t == s
     })
 }
 
