@@ -7,22 +7,54 @@
 
 use std::collections::VecDeque;
 
-use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
+use protocol::block::MAX_BLOCK_BYTES;
+use protocol::{
+    Block, Difficulty, ProofChecker, ProofSubmission, RejectReason, Transaction, to_python_json,
+};
 
 use crate::store::StoredBlock;
 
-/// How many of the newest blocks keep their block string cached, to tell a stale proof (valid
-/// for a block already won) from an invalid one.
+/// How many of the newest blocks a proof can be found stale for (valid for a block already
+/// won); an older one is invalid. Judging a proof checks at most this many blocks, each check
+/// costing one or two SHA-256 compressions whatever the block's size (see [`ProofChecker`]).
 pub const RECENT_BLOCKS: usize = 64;
+/// The most transactions waiting for the next block; one more is refused until a block is forged.
+pub const MAX_PENDING_TRANSACTIONS: usize = 1000;
+/// What a block string holds besides its pending transactions, at most: the keys, a 20-digit
+/// index and proof, the timestamp, the previous hash and the reward to an id of 128 bytes of
+/// the longest escapes (1 KiB measured on the worst case, rounded up).
+pub const BLOCK_OVERHEAD_BYTES: usize = 2 * 1024;
+/// The most bytes the pending transactions may take in the next block string (as Python's
+/// `json.dumps` prints them, with their `", "` separators), so that no forged block's string is
+/// longer than [`MAX_BLOCK_BYTES`].
+pub const MAX_PENDING_BYTES: usize = MAX_BLOCK_BYTES - BLOCK_OVERHEAD_BYTES;
 
-/// The whole chain in memory, the block strings of the newest blocks, and the transactions
-/// waiting for the next block.
+/// The whole chain in memory, a proof checker for each of the newest blocks, and the
+/// transactions waiting for the next block.
 #[derive(Debug)]
 pub struct Chain {
     blocks: Vec<Block>,
-    /// `(index, block string)` of the newest [`RECENT_BLOCKS`] blocks, oldest first.
-    recent: VecDeque<(u64, String)>,
+    /// `(index, checker)` of the newest [`RECENT_BLOCKS`] blocks, oldest first.
+    recent: VecDeque<(u64, ProofChecker)>,
     pending: Vec<Transaction>,
+    /// The bytes the pending transactions take in the next block string.
+    pending_bytes: usize,
+}
+
+/// The next block is full: a transaction was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the next block (#{next}) is full: at most {MAX_PENDING_TRANSACTIONS} transactions and \
+     {MAX_PENDING_BYTES} bytes of them wait for a block, and {pending} transactions taking {bytes} \
+     bytes already do; send it again once block #{next} is forged"
+)]
+pub struct BlockFullError {
+    /// The index of the block the transaction would have gone into.
+    pub next: u64,
+    /// Transactions already waiting.
+    pub pending: usize,
+    /// Their bytes in the block string.
+    pub bytes: usize,
 }
 
 /// What a proof achieves against the current chain.
@@ -52,7 +84,12 @@ pub struct CorruptChainError {
 impl Chain {
     /// Returns a chain of just `genesis`.
     pub fn new(genesis: Block) -> Self {
-        let mut chain = Chain { blocks: Vec::new(), recent: VecDeque::new(), pending: Vec::new() };
+        let mut chain = Chain {
+            blocks: Vec::new(),
+            recent: VecDeque::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        };
         chain.push(genesis);
         chain
     }
@@ -67,7 +104,11 @@ impl Chain {
         stored: Vec<StoredBlock>,
         pending: Vec<Transaction>,
     ) -> Result<Self, CorruptChainError> {
-        let mut chain = Chain { blocks: Vec::new(), recent: VecDeque::new(), pending };
+        // Transactions stored by an older server may exceed today's caps; they are kept (and
+        // mined), and new ones are refused until they are.
+        let pending_bytes = pending.iter().map(transaction_bytes).sum();
+        let mut chain =
+            Chain { blocks: Vec::new(), recent: VecDeque::new(), pending, pending_bytes };
         for (pos, s) in stored.into_iter().enumerate() {
             let expected = pos as u64 + 1;
             let bad = |problem: String| CorruptChainError { index: expected, problem };
@@ -99,7 +140,8 @@ impl Chain {
                     let Some(difficulty) = s.difficulty else {
                         return Err(bad("has no recorded difficulty".to_owned()));
                     };
-                    if !difficulty.is_valid_proof(&prev.block_string(), s.block.proof) {
+                    let checker = &chain.recent.back().expect("prev is recent").1;
+                    if !checker.is_valid_proof(difficulty, s.block.proof) {
                         return Err(bad(format!(
                             "proof {} is not valid for block {} at difficulty {difficulty}",
                             s.block.proof, prev.index
@@ -119,7 +161,7 @@ impl Chain {
     }
 
     fn push(&mut self, block: Block) {
-        self.recent.push_back((block.index, block.block_string()));
+        self.recent.push_back((block.index, ProofChecker::new(&block.block_string())));
         if self.recent.len() > RECENT_BLOCKS {
             self.recent.pop_front();
         }
@@ -151,14 +193,35 @@ impl Chain {
         &self.pending
     }
 
-    /// Queues a transaction for the next block and returns that block's index.
+    /// Checks that `t` fits in the next block ([`MAX_PENDING_TRANSACTIONS`],
+    /// [`MAX_PENDING_BYTES`]).
+    ///
+    /// # Errors
+    /// When it does not; nothing changes.
+    pub fn check_pending(&self, t: &Transaction) -> Result<(), BlockFullError> {
+        let bytes = self.pending_bytes + transaction_bytes(t);
+        if self.pending.len() >= MAX_PENDING_TRANSACTIONS || bytes > MAX_PENDING_BYTES {
+            return Err(BlockFullError {
+                next: self.last().index + 1,
+                pending: self.pending.len(),
+                bytes: self.pending_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a transaction for the next block and returns that block's index. Call
+    /// [`Chain::check_pending`] first: this does not refuse.
     pub fn add_pending(&mut self, t: Transaction) -> u64 {
+        self.pending_bytes += transaction_bytes(&t);
         self.pending.push(t);
         self.last().index + 1
     }
 
-    fn block_string_of(&self, index: u64) -> Option<&str> {
-        self.recent.iter().find(|(i, _)| *i == index).map(|(_, s)| s.as_str())
+    fn checker_of(&self, index: u64) -> Option<&ProofChecker> {
+        let oldest = self.recent.front()?.0;
+        let (i, checker) = self.recent.get(usize::try_from(index.checked_sub(oldest)?).ok()?)?;
+        (*i == index).then_some(checker)
     }
 
     /// Judges `sub` against the chain at `difficulty`. `now` (seconds since the epoch) only
@@ -169,7 +232,7 @@ impl Chain {
     /// anything else invalid.
     pub fn judge(&self, sub: &ProofSubmission, difficulty: Difficulty, now: f64) -> Judgement {
         let last = self.last();
-        let last_string = self.block_string_of(last.index).expect("the last block is recent");
+        let last_checker = self.checker_of(last.index).expect("the last block is recent");
         match sub.index {
             Some(i) if i > last.index => {
                 return self.invalid(format!(
@@ -178,8 +241,8 @@ impl Chain {
                 ));
             }
             Some(i) if i < last.index => {
-                return match self.block_string_of(i) {
-                    Some(s) if difficulty.is_valid_proof(s, sub.proof) => self.stale(i, now),
+                return match self.checker_of(i) {
+                    Some(c) if c.is_valid_proof(difficulty, sub.proof) => self.stale(i, now),
                     Some(_) => self.invalid(format!(
                         "proof {} is not valid for block {i} (and block {i} was already won)",
                         sub.proof
@@ -192,7 +255,7 @@ impl Chain {
             }
             _ => {}
         }
-        if difficulty.is_valid_proof(last_string, sub.proof) {
+        if last_checker.is_valid_proof(difficulty, sub.proof) {
             return Judgement::Wins;
         }
         let stale = self
@@ -200,7 +263,7 @@ impl Chain {
             .iter()
             .rev()
             .skip(1)
-            .find(|(_, s)| difficulty.is_valid_proof(s, sub.proof))
+            .find(|(_, c)| c.is_valid_proof(difficulty, sub.proof))
             .map(|(i, _)| *i);
         match stale {
             Some(i) => self.stale(i, now),
@@ -249,8 +312,15 @@ impl Chain {
     /// Appends a forged (and stored) block and clears the pending transactions it took.
     pub fn append(&mut self, block: Block) {
         self.pending.clear();
+        self.pending_bytes = 0;
         self.push(block);
     }
+}
+
+/// Returns the bytes `t` takes in a block string, with its `", "` separator.
+fn transaction_bytes(t: &Transaction) -> usize {
+    let value = serde_json::to_value(t).expect("a transaction is plain JSON");
+    to_python_json(&value).len() + 2
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ use std::time::Duration;
 use clap::Parser;
 use protocol::Difficulty;
 
-use crate::serve::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS_PER_IP, Limits};
+use crate::serve::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
+    DEFAULT_TRANSACTION_RATE, Limits,
+};
 
 /// The default address to listen on: loopback only, so a fresh checkout is not exposed.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -46,6 +49,13 @@ pub struct Cli {
     /// Seconds a client has to send a request's headers before it is disconnected.
     #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     pub header_timeout: u64,
+    /// Proofs per second one address may send (HTTP and WebSocket together; IPv6 per /64), on
+    /// average; twice as many at once. More get a 429 or an `error` frame.
+    #[arg(long, default_value_t = DEFAULT_PROOF_RATE)]
+    pub proof_rate: u32,
+    /// Transactions per second one address may send (`POST /transactions/new`), likewise.
+    #[arg(long, default_value_t = DEFAULT_TRANSACTION_RATE)]
+    pub transaction_rate: u32,
 }
 
 /// The server's validated settings.
@@ -96,6 +106,12 @@ impl Cli {
         if self.header_timeout == 0 {
             return Err(ConfigError::Zero("--header-timeout"));
         }
+        if self.proof_rate == 0 {
+            return Err(ConfigError::Zero("--proof-rate"));
+        }
+        if self.transaction_rate == 0 {
+            return Err(ConfigError::Zero("--transaction-rate"));
+        }
         Ok(Config {
             listen: SocketAddr::new(self.host, self.port),
             difficulty,
@@ -103,6 +119,8 @@ impl Cli {
             limits: Limits {
                 max_conns_per_ip: self.max_conns_per_ip,
                 header_read_timeout: Duration::from_secs(self.header_timeout),
+                proof_rate: self.proof_rate,
+                transaction_rate: self.transaction_rate,
             },
         })
     }

@@ -10,6 +10,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
+use protocol::MinerId;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
@@ -47,17 +48,17 @@ pub async fn balances(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /balance/{id}`: `{"id", "coins"}`; 0 coins for an id the chain never mentions. The id
-/// is trimmed, as ids are when proofs are submitted.
+/// follows the rules of ids in proofs ([`MinerId`]: trimmed, printable, at most 128 bytes).
 ///
 /// # Errors
-/// A 400 when the path segment is not valid percent-encoded UTF-8.
+/// A 400 when the path segment is not valid percent-encoded UTF-8 or not a valid id.
 pub async fn balance(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, AppError> {
     let Path(id) = id.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let id = id.trim();
-    Ok(Json(json!({ "id": id, "coins": state.coins(id) })))
+    let id = MinerId::parse(&id).map_err(|e| AppError::BadRequest(format!("the id {e}")))?;
+    Ok(Json(json!({ "id": id.as_str(), "coins": state.coins(id.as_str()) })))
 }
 
 /// `GET /metrics`: Prometheus text format.

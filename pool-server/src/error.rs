@@ -3,11 +3,14 @@
 //! Bad input becomes a 4xx saying what is wrong and is not logged above debug. An internal
 //! error becomes a 500 "something went wrong"; its details go to the log, never to the client.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -29,6 +32,17 @@ pub enum AppError {
         "no route for {0}; try GET /last_block, POST /mine, GET /chain, POST /transactions/new or ws://.../ws"
     )]
     NotFound(String),
+    /// The next block is full; trying again once it is forged may work.
+    #[error("{0}")]
+    TooMany(String),
+    /// The client sent too many requests of a kind; it may try again after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        /// What was limited and how.
+        message: String,
+        /// When one more request would be allowed.
+        retry_after: Duration,
+    },
     /// The route exists but not for this method.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
@@ -46,6 +60,7 @@ impl AppError {
             AppError::Upgrade(r) => r.status(),
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::TooMany(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,7 +80,13 @@ impl IntoResponse for AppError {
         } else {
             tracing::debug!(%status, message = %self, "rejected request");
         }
-        (status, Json(json!({ "message": self.to_string() }))).into_response()
+        let mut response = (status, Json(json!({ "message": self.to_string() }))).into_response();
+        if let AppError::RateLimited { retry_after, .. } = &self {
+            // Whole seconds, rounded up, as the header requires.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
     }
 }
 

@@ -5,12 +5,14 @@
 //! loses is a 200 (the course's server answers failures with 200, and course miners only read
 //! `message`), with `reason` and `index` added for clients that care.
 
+use std::net::SocketAddr;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use protocol::message::{FORGED, MAX_ID_BYTES};
-use protocol::{ProofSubmission, Transaction};
+use protocol::message::FORGED;
+use protocol::{MinerId, ProofSubmission, Transaction};
 use serde_json::{Value, json};
 
 use crate::error::{AppError, JsonBody};
@@ -26,8 +28,10 @@ pub async fn last_block(State(state): State<AppState>) -> Json<Value> {
 /// `POST /mine` `{"proof", "id"}` (optional `"index"`): the course's proof submission.
 pub async fn mine(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, AppError> {
+    state.allow_proof(peer.ip())?;
     let sub =
         ProofSubmission::from_value(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
     Ok(Json(match state.submit(sub).await? {
@@ -48,8 +52,10 @@ pub async fn chain(State(state): State<AppState>) -> Result<Json<Value>, AppErro
 /// next block.
 pub async fn new_transaction(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<impl IntoResponse, AppError> {
+    state.allow_transaction(peer.ip())?;
     let t = transaction_from_value(&body).map_err(AppError::BadRequest)?;
     let index = state.add_transaction(t).await?;
     Ok((
@@ -58,22 +64,17 @@ pub async fn new_transaction(
     ))
 }
 
-/// Checks a transaction's fields: `sender` and `recipient` non-empty strings of at most
-/// [`MAX_ID_BYTES`] (`sender` not `"0"`, which marks mining rewards), `amount` a positive integer
-/// that SQLite can store.
+/// Checks a transaction's fields: `sender` and `recipient` valid ids (printable, non-empty after
+/// trimming, at most 128 bytes: see [`MinerId`]; `sender` not `"0"`, which marks mining
+/// rewards), `amount` a positive integer that SQLite can store.
 fn transaction_from_value(body: &Value) -> Result<Transaction, String> {
     let obj = body.as_object().ok_or("expected a JSON object")?;
     let party = |field: &str| -> Result<String, String> {
         match obj.get(field) {
             None => Err(format!("missing field {field:?}")),
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                Err(format!("{field:?} must not be empty or only whitespace"))
+            Some(Value::String(s)) => {
+                MinerId::parse(s).map(MinerId::into_string).map_err(|e| format!("{field:?} {e}"))
             }
-            Some(Value::String(s)) if s.len() > MAX_ID_BYTES => Err(format!(
-                "{field:?} is {} bytes long; at most {MAX_ID_BYTES} are allowed",
-                s.len()
-            )),
-            Some(Value::String(s)) => Ok(s.clone()),
             Some(v) => Err(format!("{field:?} must be a string, got {v}")),
         }
     };

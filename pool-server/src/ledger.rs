@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
 
-use crate::chain::{Chain, Judgement};
+use crate::chain::{BlockFullError, Chain, Judgement};
 use crate::store::Store;
 
 /// What became of a proof.
@@ -92,12 +92,19 @@ impl Ledger {
         }
     }
 
-    /// Stores a transaction for the next block and returns that block's index.
+    /// Stores a transaction for the next block and returns that block's index, or refuses it
+    /// (the inner error) when the next block is full.
     ///
     /// # Errors
     /// When the database fails; then nothing was queued.
-    pub fn add_transaction(&mut self, t: Transaction) -> anyhow::Result<u64> {
+    pub fn add_transaction(
+        &mut self,
+        t: Transaction,
+    ) -> anyhow::Result<Result<u64, BlockFullError>> {
+        if let Err(full) = self.chain.check_pending(&t) {
+            return Ok(Err(full));
+        }
         self.store.add_pending(&t).context("storing a pending transaction")?;
-        Ok(self.chain.add_pending(t))
+        Ok(Ok(self.chain.add_pending(t)))
     }
 }

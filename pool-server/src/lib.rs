@@ -8,7 +8,9 @@
 //! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
 //! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
 //! - `serve`: the accept loop and its limits (header deadline, connections per address).
-//! - `ws`: the `/ws` endpoint; `http`: the course's routes; `error`: JSON error responses.
+//! - `rate`: per-address rate limits for proofs and transactions.
+//! - `ws`: the `/ws` endpoint; `http`: the course's routes; `error`: JSON error responses;
+//!   `envelope`: request-size limits and a JSON body for every error.
 //! - `dashboard`: the live page at `/` and what it reads: `/balances`, `/balance/{id}`,
 //!   `/metrics`; `scoreboard`: balances, recent blocks and block rate, kept per block;
 //!   `metrics`: the Prometheus counters.
@@ -16,10 +18,12 @@
 pub mod chain;
 pub mod config;
 pub mod dashboard;
+pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
+pub mod rate;
 pub mod scoreboard;
 pub mod serve;
 pub mod state;
@@ -69,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(envelope::envelope))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -95,7 +100,7 @@ pub async fn run(
 
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let state = AppState::new(ledger, token.clone(), tasks.clone());
+    let state = AppState::new(ledger, &config.limits, token.clone(), tasks.clone());
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(
         %difficulty,

@@ -37,13 +37,25 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of a refused connection's request head is read before answering anyway.
 const REFUSAL_HEAD_BYTES: usize = 16 * 1024;
 
-/// Limits on connections, set from the command line.
+/// The default rate of proofs (HTTP and WebSocket together) allowed from one address, per second.
+pub const DEFAULT_PROOF_RATE: u32 = 100;
+/// The default rate of `POST /transactions/new` allowed from one address, per second.
+pub const DEFAULT_TRANSACTION_RATE: u32 = 20;
+/// How many seconds' worth of a rate may come at once (the token bucket's depth).
+pub const BURST_SECONDS: u32 = 2;
+
+/// Limits on connections and on how often one address may write, set from the command line.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Open connections (HTTP and WebSocket) allowed from one IP address.
     pub max_conns_per_ip: usize,
     /// Time allowed to send a request's headers; then the connection is closed.
     pub header_read_timeout: Duration,
+    /// Proofs per second allowed from one address (IPv6: one /64), on average; up to
+    /// [`BURST_SECONDS`] times as many at once.
+    pub proof_rate: u32,
+    /// Transactions per second allowed from one address, likewise.
+    pub transaction_rate: u32,
 }
 
 impl Default for Limits {
@@ -51,6 +63,8 @@ impl Default for Limits {
         Limits {
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            proof_rate: DEFAULT_PROOF_RATE,
+            transaction_rate: DEFAULT_TRANSACTION_RATE,
         }
     }
 }
@@ -151,7 +165,9 @@ pub async fn serve(
 ) {
     let counts = Counts::default();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(crate::envelope::HEAD_BUFFER_BYTES);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

@@ -6,6 +6,7 @@
 //! the block and its WebSocket frame, serialised once per forged block however many clients
 //! there are; a lagging connection just sees the newest value.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -19,7 +20,9 @@ use tokio_util::task::TaskTracker;
 use crate::error::AppError;
 use crate::ledger::{self, Ledger, Outcome};
 use crate::metrics::{Gauges, Metrics};
+use crate::rate::RateLimiter;
 use crate::scoreboard::Scoreboard;
+use crate::serve::{BURST_SECONDS, Limits};
 
 /// The chain's newest block, ready to send.
 #[derive(Debug)]
@@ -58,12 +61,22 @@ struct Shared {
     /// (never across an `.await`).
     scoreboard: Mutex<Scoreboard>,
     started: Instant,
+    /// Proofs per address, HTTP and WebSocket together.
+    proof_rate: RateLimiter,
+    /// Transactions per address.
+    transaction_rate: RateLimiter,
 }
 
 impl AppState {
-    /// Wraps an opened ledger. `shutdown` is cancelled when the server stops; `tasks` tracks
-    /// the WebSocket connections so that shutdown can wait for them.
-    pub fn new(ledger: Ledger, shutdown: CancellationToken, tasks: TaskTracker) -> Self {
+    /// Wraps an opened ledger; `limits` gives the write rates. `shutdown` is cancelled when the
+    /// server stops; `tasks` tracks the WebSocket connections so that shutdown can wait for them.
+    pub fn new(
+        ledger: Ledger,
+        limits: &Limits,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        let limiter = |rate: u32| RateLimiter::new(rate, rate.saturating_mul(BURST_SECONDS));
         let difficulty = ledger.difficulty();
         let latest = watch::Sender::new(latest(ledger.chain().last(), difficulty));
         let scoreboard = Scoreboard::from_chain(ledger.chain().blocks(), ledger::now());
@@ -77,6 +90,8 @@ impl AppState {
             metrics: Metrics::default(),
             scoreboard: Mutex::new(scoreboard),
             started: Instant::now(),
+            proof_rate: limiter(limits.proof_rate),
+            transaction_rate: limiter(limits.transaction_rate),
         };
         AppState { inner: Arc::new(inner) }
     }
@@ -114,6 +129,22 @@ impl AppState {
     /// Returns the metrics counters.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Takes one proof from `ip`'s allowance.
+    ///
+    /// # Errors
+    /// A 429 saying how long to wait, when `ip` sent too many.
+    pub fn allow_proof(&self, ip: IpAddr) -> Result<(), AppError> {
+        limited(&self.inner.proof_rate, ip, "proofs")
+    }
+
+    /// Takes one transaction from `ip`'s allowance.
+    ///
+    /// # Errors
+    /// A 429 saying how long to wait, when `ip` sent too many.
+    pub fn allow_transaction(&self, ip: IpAddr) -> Result<(), AppError> {
+        limited(&self.inner.transaction_rate, ip, "transactions")
     }
 
     fn scoreboard(&self) -> MutexGuard<'_, Scoreboard> {
@@ -197,9 +228,11 @@ impl AppState {
     /// Stores a transaction for the next block and returns that block's index.
     ///
     /// # Errors
-    /// Only internal ones (the database failed).
+    /// A 429 when the next block is full; internal ones when the database failed.
     pub async fn add_transaction(&self, t: Transaction) -> Result<u64, AppError> {
-        self.with_ledger(move |_, ledger| ledger.add_transaction(t)).await
+        self.with_ledger(move |_, ledger| ledger.add_transaction(t))
+            .await?
+            .map_err(|full| AppError::TooMany(full.to_string()))
     }
 
     /// Returns a copy of the whole chain.
@@ -209,6 +242,18 @@ impl AppState {
     pub async fn chain(&self) -> Result<Vec<Block>, AppError> {
         self.with_ledger(|_, ledger| Ok(ledger.chain().blocks().to_vec())).await
     }
+}
+
+fn limited(limiter: &RateLimiter, ip: IpAddr, what: &str) -> Result<(), AppError> {
+    limiter.check(ip).map_err(|limited| AppError::RateLimited {
+        message: format!(
+            "too many {what} from {ip}: at most {} a second (twice that at once); \
+             try again in {} ms",
+            limiter.per_second(),
+            limited.retry_after.as_millis().max(1)
+        ),
+        retry_after: limited.retry_after,
+    })
 }
 
 fn latest(block: &Block, difficulty: Difficulty) -> Arc<Latest> {

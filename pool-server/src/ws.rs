@@ -81,7 +81,7 @@ async fn serve_socket(socket: WebSocket, state: AppState, peer: SocketAddr) {
     let missed = Arc::new(AtomicU32::new(0));
     // The reader is its own task so that judging a proof never holds up the writer.
     let mut reader =
-        state.tasks().spawn(read_loop(stream, replies_tx, state.clone(), missed.clone()));
+        state.tasks().spawn(read_loop(stream, replies_tx, state.clone(), missed.clone(), peer));
     let writer = write_loop(sink, replies_rx, &state, &missed);
     tokio::pin!(writer);
     let why = tokio::select! {
@@ -188,6 +188,7 @@ async fn read_loop(
     replies: mpsc::Sender<Message>,
     state: AppState,
     missed: Arc<AtomicU32>,
+    peer: SocketAddr,
 ) -> &'static str {
     while let Some(frame) = stream.next().await {
         let frame = match frame {
@@ -207,7 +208,7 @@ async fn read_loop(
         };
         missed.store(0, Ordering::Relaxed);
         let reply = match frame {
-            Message::Text(text) => Some(handle_text(&state, text.as_str()).await),
+            Message::Text(text) => Some(handle_text(&state, text.as_str(), peer).await),
             Message::Binary(_) => Some(error("binary frames are not supported; send JSON text")),
             Message::Ping(_) | Message::Pong(_) => None,
             Message::Close(_) => return "closed by the client",
@@ -227,7 +228,7 @@ fn error(message: impl Into<String>) -> Message {
     Message::Text(ServerMessage::Error { message: message.into() }.to_json().into())
 }
 
-async fn handle_text(state: &AppState, text: &str) -> Message {
+async fn handle_text(state: &AppState, text: &str, peer: SocketAddr) -> Message {
     if text.len() > MAX_TEXT_BYTES {
         return error(format!(
             "frame is {} bytes; at most {MAX_TEXT_BYTES} are accepted",
@@ -241,6 +242,10 @@ async fn handle_text(state: &AppState, text: &str) -> Message {
         Ok(other) => return error(format!("unsupported message {other:?}")),
         Err(e) => return error(e.to_string()),
     };
+    if let Err(limited) = state.allow_proof(peer.ip()) {
+        // An `error` frame answers the proof, in order, as for any proof the server cannot judge.
+        return error(limited.to_string());
+    }
     let result = match state.submit(sub).await {
         Ok(Outcome::Accepted(block)) => ServerMessage::Result {
             accepted: true,

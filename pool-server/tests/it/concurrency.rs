@@ -12,8 +12,9 @@ async fn exactly_one_of_many_concurrent_valid_proofs_wins() {
     const WS_CLIENTS: usize = 8;
     const PER_WS: usize = 20;
     const HTTP: usize = 140;
-    // Every client comes from 127.0.0.1: lift the per-address cap above the 148 connections.
-    let limits = Limits { max_conns_per_ip: 1_000, ..Limits::default() };
+    // Every client comes from 127.0.0.1: lift the per-address caps above the 148 connections and
+    // their 300 proofs at once.
+    let limits = Limits { max_conns_per_ip: 1_000, proof_rate: 1_000, ..Limits::default() };
     let server = Server::start_with(1, limits).await;
     let genesis = server.last_block().await;
 

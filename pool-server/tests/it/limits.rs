@@ -2,49 +2,14 @@
 //! a JSON 429 beyond), the deadline for request headers (slowloris), the body cap (413), the
 //! id length cap (HTTP 400 and WebSocket `error`) and the text frame cap.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use pool_server::serve::Limits;
-use protocol::message::MAX_ID_BYTES;
+use protocol::message::MAX_ID_CHARS;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::{HANG_GUARD, Server, Ws};
-
-fn loopback(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
-
-async fn tcp_from(from: IpAddr, server: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.bind(SocketAddr::new(from, 0)).expect("bind");
-    socket.connect(server).await.expect("connect")
-}
-
-/// Sends a raw HTTP request from `from` and returns the whole answer (the server closes).
-async fn raw_request(from: IpAddr, server: SocketAddr, request: &str) -> String {
-    let mut tcp = tcp_from(from, server).await;
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    tokio::time::timeout(HANG_GUARD, tcp.read_to_end(&mut answer))
-        .await
-        .expect("the server answers and closes")
-        .expect("read");
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-async fn ws_from(from: IpAddr, server: SocketAddr) -> Result<Ws, String> {
-    let tcp = tcp_from(from, server).await;
-    tokio_tungstenite::client_async(
-        format!("ws://{server}/ws"),
-        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-    )
-    .await
-    .map(|(stream, _)| Ws::from_stream(stream))
-    .map_err(|e| e.to_string())
-}
+use crate::support::{HANG_GUARD, Server, Ws, loopback, raw_request, tcp_from, ws_from};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_address_are_capped_and_others_are_unaffected() {
@@ -134,8 +99,8 @@ async fn bodies_ids_and_frames_are_capped() {
     assert_eq!(answer.status(), 413);
     let body: Value = answer.json().await.expect("JSON 413");
     assert!(body["message"].is_string(), "{body}");
-    // Id: MAX_ID_BYTES bytes after trimming, over HTTP and WebSocket; exactly the cap is fine.
-    let long = "é".repeat(MAX_ID_BYTES / 2 + 1);
+    // Id: MAX_ID_CHARS characters after trimming, over HTTP and WebSocket; exactly the cap is fine.
+    let long = "é".repeat(MAX_ID_CHARS + 1);
     let answer = client
         .post(server.url("/mine"))
         .json(&json!({"proof": 1, "id": long}))
@@ -145,7 +110,7 @@ async fn bodies_ids_and_frames_are_capped() {
     assert_eq!(answer.status(), 400);
     let body: Value = answer.json().await.expect("JSON");
     assert!(body["message"].as_str().expect("message").contains("at most 128"), "{body}");
-    let fits = format!("  {}\n", "é".repeat(MAX_ID_BYTES / 2));
+    let fits = format!("  {}\n", "é".repeat(MAX_ID_CHARS));
     let answer: Value = client
         .post(server.url("/mine"))
         .json(&json!({"proof": 1, "id": fits}))

@@ -9,6 +9,7 @@ mod crash;
 mod dashboard;
 mod durability;
 mod fuzz_ws;
+mod hostile;
 mod http;
 mod limits;
 mod schemathesis;

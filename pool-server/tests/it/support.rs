@@ -2,7 +2,7 @@
 //! real binary as a child process.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,7 +14,8 @@ use pool_server::serve::Limits;
 use protocol::{Difficulty, to_python_json};
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -277,4 +278,38 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Returns 127.0.0.`n`: tests stand in for several client machines by binding these.
+pub fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+pub async fn tcp_from(from: IpAddr, server: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(from, 0)).expect("bind");
+    socket.connect(server).await.expect("connect")
+}
+
+/// Sends a raw HTTP request from `from` and returns the whole answer (the server closes).
+pub async fn raw_request(from: IpAddr, server: SocketAddr, request: &str) -> String {
+    let mut tcp = tcp_from(from, server).await;
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(HANG_GUARD, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+pub async fn ws_from(from: IpAddr, server: SocketAddr) -> Result<Ws, String> {
+    let tcp = tcp_from(from, server).await;
+    tokio_tungstenite::client_async(
+        format!("ws://{server}/ws"),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .map(|(stream, _)| Ws::from_stream(stream))
+    .map_err(|e| e.to_string())
 }

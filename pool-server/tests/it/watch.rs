@@ -64,14 +64,8 @@ async fn watch_prints_one_line_per_block_and_exits_on_ctrl_c() {
     let expected = format!("#2  won by José 🚀  proof {}  +", block["proof"]);
     assert!(line.starts_with(&expected) && line.ends_with('s'), "{line:?} vs {expected:?}");
 
-    // An id is attacker-controlled: a terminal escape in it is shown, not obeyed.
-    let block = server.forge("evil\u{1b}[2J").await;
-    let line = next_line(&mut lines).await;
-    assert!(
-        line.starts_with(&format!("#3  won by evil\\x1b[2J  proof {}", block["proof"])),
-        "{line:?}"
-    );
-    assert!(!line.contains('\u{1b}'), "{line:?}");
+    // pool-server refuses unprintable ids now (tests/it/hostile.rs), so a terminal escape can no
+    // longer reach a block here; the watcher still escapes ids, for other servers' chains.
 
     assert_eq!(interrupt(&mut child).await, Some(130));
 }
