@@ -197,9 +197,12 @@ impl AppState {
     /// Stores a transaction for the next block and returns that block's index.
     ///
     /// # Errors
-    /// Only internal ones (the database failed).
+    /// A 409 when it would take a balance beyond ±`MAX_COINS`; otherwise only internal ones
+    /// (the database failed).
     pub async fn add_transaction(&self, t: Transaction) -> Result<u64, AppError> {
-        self.with_ledger(move |_, ledger| ledger.add_transaction(t)).await
+        self.with_ledger(move |_, ledger| ledger.add_transaction(t))
+            .await?
+            .map_err(|e| AppError::Conflict(e.to_string()))
     }
 
     /// Returns a copy of the whole chain.
