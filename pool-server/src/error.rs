@@ -27,6 +27,10 @@ pub enum AppError {
     /// A request to `/ws` that is not a WebSocket upgrade.
     #[error("{}", .0.body_text())]
     Upgrade(#[from] WebSocketUpgradeRejection),
+    /// The request is well-formed but conflicts with the current state (a transfer that would
+    /// take a balance beyond its bound).
+    #[error("{0}")]
+    Conflict(String),
     /// No such route.
     #[error(
         "no route for {0}; try GET /last_block, POST /mine, GET /chain, POST /transactions/new or ws://.../ws"
@@ -58,6 +62,7 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Json(r) => r.status(),
             AppError::Upgrade(r) => r.status(),
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::TooMany(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

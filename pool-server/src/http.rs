@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use protocol::message::FORGED;
+use protocol::message::{FORGED, MAX_COINS};
 use protocol::{MinerId, ProofSubmission, Transaction};
 use serde_json::{Value, json};
 
@@ -65,8 +65,8 @@ pub async fn new_transaction(
 }
 
 /// Checks a transaction's fields: `sender` and `recipient` valid ids (printable, non-empty after
-/// trimming, at most 128 bytes: see [`MinerId`]; `sender` not `"0"`, which marks mining
-/// rewards), `amount` a positive integer that SQLite can store.
+/// trimming, at most 128 characters: see [`MinerId`]; `sender` not `"0"`, which marks mining
+/// rewards), `amount` a positive integer of at most [`MAX_COINS`].
 fn transaction_from_value(body: &Value) -> Result<Transaction, String> {
     let obj = body.as_object().ok_or("expected a JSON object")?;
     let party = |field: &str| -> Result<String, String> {
@@ -85,10 +85,11 @@ fn transaction_from_value(body: &Value) -> Result<Transaction, String> {
     }
     let amount = match obj.get("amount") {
         None => return Err("missing field \"amount\"".to_owned()),
-        Some(v) => v
-            .as_u64()
-            .filter(|a| *a > 0 && i64::try_from(*a).is_ok())
-            .ok_or_else(|| format!("\"amount\" must be a positive integer, got {v}"))?,
+        Some(v) => {
+            v.as_u64().filter(|a| (1..=MAX_COINS.unsigned_abs()).contains(a)).ok_or_else(|| {
+                format!("\"amount\" must be a positive integer of at most {MAX_COINS}, got {v}")
+            })?
+        }
     };
     Ok(Transaction { sender, recipient, amount })
 }

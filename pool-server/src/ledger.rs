@@ -8,8 +8,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
 
+use crate::balances::{BalanceLimitError, Balances};
 use crate::chain::{BlockFullError, Chain, Judgement};
 use crate::store::Store;
+
+/// Why a transaction was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The next block is full.
+    #[error(transparent)]
+    BlockFull(#[from] BlockFullError),
+    /// It would take a balance beyond the bound.
+    #[error(transparent)]
+    Balance(#[from] BalanceLimitError),
+}
 
 /// What became of a proof.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +45,7 @@ pub struct Ledger {
     chain: Chain,
     store: Store,
     difficulty: Difficulty,
+    balances: Balances,
 }
 
 /// Returns the current time as Python's `time()` would: float seconds since the epoch.
@@ -41,24 +54,23 @@ pub fn now() -> f64 {
 }
 
 impl Ledger {
-    /// Opens the database, creates the genesis block on first start, and re-validates the
-    /// whole stored chain. New proofs are judged at `difficulty`.
+    /// Re-validates the whole stored chain (the store made the genesis block if the data
+    /// directory was new), then marks the database as in use. New proofs are judged at
+    /// `difficulty`.
     ///
     /// # Errors
-    /// When the database cannot be opened or the stored chain breaks a rule; the message names
-    /// the file, the block and the problem.
+    /// When the stored chain breaks a rule (the message names the file, the block and the
+    /// problem), or the database cannot be written.
     pub fn open(store: Store, difficulty: Difficulty) -> anyhow::Result<Self> {
         let mut store = store;
-        if !store.has_blocks()? {
-            let genesis = Block::genesis(now());
-            store.append_block(&genesis, None).context("storing the genesis block")?;
-        }
         let path = store.path().display().to_string();
         let blocks = store.load_blocks().with_context(|| format!("corrupt chain in {path}"))?;
         let pending = store.load_pending().with_context(|| format!("corrupt chain in {path}"))?;
         let chain = Chain::from_stored(blocks, pending)
             .with_context(|| format!("corrupt chain in {path}"))?;
-        Ok(Ledger { chain, store, difficulty })
+        store.mark_running()?;
+        let balances = Balances::new(chain.blocks(), chain.pending());
+        Ok(Ledger { chain, store, difficulty, balances })
     }
 
     /// Returns the chain.
@@ -83,6 +95,7 @@ impl Ledger {
                 self.store
                     .append_block(&block, Some(self.difficulty))
                     .with_context(|| format!("storing block {}", block.index))?;
+                self.balances.record(&block);
                 self.chain.append(block.clone());
                 Ok(Outcome::Accepted(block))
             }
@@ -92,19 +105,21 @@ impl Ledger {
         }
     }
 
-    /// Stores a transaction for the next block and returns that block's index, or refuses it
-    /// (the inner error) when the next block is full.
+    /// Stores a transaction for the next block and returns that block's index, unless the next
+    /// block is full or it would take a balance beyond ±[`protocol::message::MAX_COINS`] (the
+    /// inner error).
     ///
     /// # Errors
     /// When the database fails; then nothing was queued.
-    pub fn add_transaction(
-        &mut self,
-        t: Transaction,
-    ) -> anyhow::Result<Result<u64, BlockFullError>> {
+    pub fn add_transaction(&mut self, t: Transaction) -> anyhow::Result<Result<u64, Refusal>> {
         if let Err(full) = self.chain.check_pending(&t) {
-            return Ok(Err(full));
+            return Ok(Err(Refusal::BlockFull(full)));
+        }
+        if let Err(e) = self.balances.check(&t) {
+            return Ok(Err(Refusal::Balance(e)));
         }
         self.store.add_pending(&t).context("storing a pending transaction")?;
+        self.balances.add_pending(&t);
         Ok(Ok(self.chain.add_pending(t)))
     }
 }

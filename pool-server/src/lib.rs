@@ -4,8 +4,10 @@
 //! # Layout
 //! - `config`: command line → [`Config`].
 //! - `chain`: the chain rules (validate a stored chain, judge a proof, forge a block); pure.
-//! - `store`: the SQLite database (WAL, `synchronous=FULL`).
+//! - `store`: the SQLite database (WAL, `synchronous=FULL`); refuses damaged ones.
+//! - `lockfile`: one server per data directory (an exclusive `flock`).
 //! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
+//! - `balances`: exact (`i128`) balances and the ±`MAX_COINS` rule for transfers.
 //! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
 //! - `serve`: the accept loop and its limits (header deadline, connections per address).
 //! - `rate`: per-address rate limits for proofs and transactions.
@@ -15,6 +17,7 @@
 //!   `/metrics`; `scoreboard`: balances, recent blocks and block rate, kept per block;
 //!   `metrics`: the Prometheus counters.
 
+pub mod balances;
 pub mod chain;
 pub mod config;
 pub mod dashboard;
@@ -22,6 +25,7 @@ pub mod envelope;
 pub mod error;
 pub mod http;
 pub mod ledger;
+pub mod lockfile;
 pub mod metrics;
 pub mod rate;
 pub mod scoreboard;

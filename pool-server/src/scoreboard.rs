@@ -12,7 +12,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use protocol::block::REWARD_SENDER;
 use protocol::message::STATS_RECENT_BLOCKS;
 use protocol::{Balance, Block, Difficulty, ServerMessage};
 use serde_json::Value;
@@ -26,7 +25,8 @@ pub const MIN_RATE_WINDOW_SECS: f64 = 10.0;
 /// Coins per id, the newest blocks and recent forge times.
 #[derive(Debug)]
 pub struct Scoreboard {
-    coins: HashMap<String, i64>,
+    /// Exact coins per id (`i128`: sums of any transfers cannot overflow).
+    coins: HashMap<String, i128>,
     /// The leaderboard, ranked once per block so that requests only clone an `Arc`.
     ranked: Arc<[Balance]>,
     /// The newest blocks as JSON, newest first.
@@ -64,15 +64,7 @@ impl Scoreboard {
     }
 
     fn apply(&mut self, block: &Block) {
-        for t in &block.transactions {
-            let amount = i64::try_from(t.amount).unwrap_or(i64::MAX);
-            if t.sender != REWARD_SENDER {
-                let sender = self.coins.entry(t.sender.clone()).or_default();
-                *sender = sender.saturating_sub(amount);
-            }
-            let recipient = self.coins.entry(t.recipient.clone()).or_default();
-            *recipient = recipient.saturating_add(amount);
-        }
+        crate::balances::apply_block(&mut self.coins, block);
         self.recent.push_front(block.to_value());
         self.recent.truncate(STATS_RECENT_BLOCKS);
         // The genesis block is made, not forged: it says nothing about the miners.
@@ -86,7 +78,7 @@ impl Scoreboard {
         let mut ranked: Vec<Balance> = self
             .coins
             .iter()
-            .map(|(id, coins)| Balance { id: id.clone(), coins: *coins })
+            .map(|(id, coins)| Balance { id: id.clone(), coins: wire_coins(*coins) })
             .collect();
         ranked.sort_unstable_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
         self.ranked = ranked.into();
@@ -99,7 +91,7 @@ impl Scoreboard {
 
     /// Returns the coins of `id`; 0 for an id the chain has never mentioned.
     pub fn coins(&self, id: &str) -> i64 {
-        self.coins.get(id).copied().unwrap_or(0)
+        wire_coins(self.coins.get(id).copied().unwrap_or(0))
     }
 
     /// Returns the number of blocks in the chain, genesis included.
@@ -133,6 +125,13 @@ impl Scoreboard {
             recent: self.recent.iter().cloned().collect(),
         }
     }
+}
+
+/// Returns coins as the wire's `i64`. Transfers keep balances within ±`MAX_COINS` (2^53 − 1),
+/// so this is exact; only a chain stored before that rule can hold more, shown as the nearest
+/// `i64`.
+fn wire_coins(coins: i128) -> i64 {
+    i64::try_from(coins).unwrap_or(if coins < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[cfg(test)]

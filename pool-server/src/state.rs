@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::AppError;
-use crate::ledger::{self, Ledger, Outcome};
+use crate::ledger::{self, Ledger, Outcome, Refusal};
 use crate::metrics::{Gauges, Metrics};
 use crate::rate::RateLimiter;
 use crate::scoreboard::Scoreboard;
@@ -228,11 +228,13 @@ impl AppState {
     /// Stores a transaction for the next block and returns that block's index.
     ///
     /// # Errors
-    /// A 429 when the next block is full; internal ones when the database failed.
+    /// A 429 when the next block is full, a 409 when it would take a balance beyond
+    /// ±`MAX_COINS`; otherwise only internal ones (the database failed).
     pub async fn add_transaction(&self, t: Transaction) -> Result<u64, AppError> {
-        self.with_ledger(move |_, ledger| ledger.add_transaction(t))
-            .await?
-            .map_err(|full| AppError::TooMany(full.to_string()))
+        self.with_ledger(move |_, ledger| ledger.add_transaction(t)).await?.map_err(|e| match e {
+            Refusal::BlockFull(full) => AppError::TooMany(full.to_string()),
+            Refusal::Balance(e) => AppError::Conflict(e.to_string()),
+        })
     }
 
     /// Returns a copy of the whole chain.

@@ -5,15 +5,28 @@
 //! its hash and the difficulty its proof was checked against, so a restart with another
 //! `--difficulty` still validates old blocks. This module only reads and writes rows; the chain
 //! rules (what makes a stored chain valid) live in `chain`.
+//!
+//! A new chain is created only in a directory without a database; a database that exists but
+//! is empty, has lost blocks, or lost its write-ahead log is refused, never replaced (see
+//! [`Store`]). Errors say "cannot write" when the file system or permissions are the problem,
+//! and "corrupt" only when SQLite finds the file damaged.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use protocol::{Block, Difficulty, Transaction};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+
+use crate::lockfile::{DirLock, is_permission};
 
 /// The database file's name inside `--data-dir`.
 pub const DB_FILE: &str = "chain.sqlite3";
+/// The database's name while it is being created: a new chain is written there (schema, genesis
+/// block, bookkeeping) and then renamed to [`DB_FILE`], so a [`DB_FILE`] always holds a whole
+/// chain and a crash during creation leaves only this file, which the next start replaces.
+pub const NEW_DB_FILE: &str = "chain.sqlite3.new";
+/// The version of the layout written into the `meta` table.
+pub const FORMAT: i64 = 1;
 
 /// A block as stored: the block, the hash recorded when it was appended, and the difficulty its
 /// proof met (`None` for the genesis block, whose proof is fixed).
@@ -27,60 +40,259 @@ pub struct StoredBlock {
     pub difficulty: Option<Difficulty>,
 }
 
-/// The open database.
+/// The open database, and the lock on its directory.
+///
+/// Besides `blocks` and `pending`, the database keeps a `meta` table: the layout `format`, the
+/// number of `blocks` committed (updated in each block's own transaction) and whether the last
+/// server stopped `clean`ly. While a server runs, `clean` is 0 in the main file itself (it is
+/// checkpointed out of the WAL at start); a clean stop sets it back to 1 and SQLite folds the WAL
+/// into the main file. So a main file that says 0 without a `-wal` file next to it lost the
+/// blocks in its WAL, and is refused.
 #[derive(Debug)]
 pub struct Store {
+    // Fields drop in order: the database closes (and checkpoints) before the lock is released.
     conn: Connection,
     path: PathBuf,
+    running: bool,
+    _lock: DirLock,
 }
 
+/// Returns the error for a file that cannot be written or created: "cannot write" with the
+/// reason when the file system or permissions forbid it, so that nobody is told to throw away a
+/// healthy chain.
+pub(crate) fn cannot_write(path: &Path, e: std::io::Error) -> anyhow::Error {
+    if is_permission(&e) {
+        anyhow::anyhow!(
+            "cannot write {}: {e}; the data directory must be writable by the server \
+             (nothing in it was changed)",
+            path.display()
+        )
+    } else {
+        anyhow::Error::new(e).context(format!("cannot open {}", path.display()))
+    }
+}
+
+/// Wraps an SQLite error met while opening `path`: "cannot write" for read-only files, file
+/// systems and permissions, "unreadable or corrupt" only when SQLite says the file is damaged.
+fn open_error(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    let what = match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+            format!(
+                "cannot write database {} (a read-only file or file system, or no permission); \
+                 make it and its directory writable by the server (nothing in it was changed)",
+                path.display()
+            )
+        }
+        Some(ErrorCode::DiskFull) => format!("cannot write database {}: disk full", path.display()),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => format!(
+            "database {} is unreadable or corrupt; move it away to start a new chain",
+            path.display()
+        ),
+        _ => format!("cannot open database {}", path.display()),
+    };
+    anyhow::Error::new(e).context(what)
+}
+
+/// A file next to `path`: `path` with `suffix` appended (SQLite's `-wal`, `-shm`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn exists(path: &Path) -> anyhow::Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+const SCHEMA: &str = "CREATE TABLE blocks (
+                          idx        INTEGER PRIMARY KEY,
+                          hash       TEXT    NOT NULL,
+                          difficulty INTEGER,
+                          body       TEXT    NOT NULL
+                      );
+                      CREATE TABLE pending (
+                          seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+                          sender    TEXT    NOT NULL,
+                          recipient TEXT    NOT NULL,
+                          amount    INTEGER NOT NULL
+                      );
+                      CREATE TABLE meta (
+                          key   TEXT    PRIMARY KEY,
+                          value INTEGER NOT NULL
+                      );";
+
 impl Store {
-    /// Opens (creating if needed) the database under `data_dir`.
+    /// Locks `data_dir` and opens its database. A new chain (just a genesis block made at
+    /// `now`) is created only when the directory holds no database at all; a database that
+    /// exists but is empty, lost its blocks or its write-ahead log is refused.
     ///
     /// # Errors
-    /// When the directory cannot be created or the file is not a usable SQLite database.
+    /// When another server holds the directory, the directory or database cannot be written,
+    /// or the database is damaged; the message names the file and the problem.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-        let path = data_dir.join(DB_FILE);
-        let conn = Connection::open(&path)
-            .with_context(|| format!("cannot open database {}", path.display()))?;
-        let store = Store { conn, path };
-        store.init().with_context(|| {
-            format!(
-                "database {} is unreadable or corrupt; move it away to start a new chain",
-                store.path.display()
-            )
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            if is_permission(&e) {
+                cannot_write(data_dir, e)
+            } else {
+                anyhow::Error::new(e)
+                    .context(format!("cannot create data directory {}", data_dir.display()))
+            }
         })?;
+        let lock = DirLock::acquire(data_dir)?;
+        let path = data_dir.join(DB_FILE);
+        let wal = sibling(&path, "-wal");
+        let had_wal = exists(&wal)?;
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if had_wal {
+                    anyhow::bail!(
+                        "{} is there but its database {} is missing; restore the database, \
+                         or move both away to start a new chain",
+                        wal.display(),
+                        path.display()
+                    );
+                }
+                create(data_dir, &path)?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Ok(m) if m.len() == 0 => anyhow::bail!(
+                "database {} is empty (0 bytes), so the chain it held is lost; restore it from \
+                 a backup, or move it away to start a new chain",
+                path.display()
+            ),
+            Ok(_) => {}
+        }
+        let conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
+        let mut store = Store { conn, path, running: false, _lock: lock };
+        // On a refusal the connection closes here, which also removes the empty `-wal` that
+        // opening created, so the next start sees the directory as this one found it.
+        store.check(had_wal)?;
         Ok(store)
     }
 
-    fn init(&self) -> rusqlite::Result<()> {
-        // WAL + FULL: a commit is on disk before we acknowledge a block (the durability promise).
-        self.conn.pragma_update(None, "journal_mode", "WAL")?;
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
+    /// Checks the database's integrity and bookkeeping before anything is written to it.
+    fn check(&mut self, had_wal: bool) -> anyhow::Result<()> {
+        let path = self.path.clone();
         // A truncated or scribbled file can still open; the integrity check reads every page.
-        let check: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        let check: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| open_error(&path, e))?;
         if check != "ok" {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                Some(format!("integrity check failed: {check}")),
-            ));
+            anyhow::bail!(
+                "database {} is unreadable or corrupt (integrity check: {check}); move it away \
+                 to start a new chain",
+                path.display()
+            );
         }
+        let table = |name: &str| -> anyhow::Result<bool> {
+            let found: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| open_error(&path, e))?;
+            Ok(found.is_some())
+        };
+        if !table("blocks")? || !table("pending")? {
+            anyhow::bail!(
+                "database {} holds no chain (no blocks or pending table)",
+                path.display()
+            );
+        }
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM blocks", [], |r| r.get(0))
+            .map_err(|e| open_error(&path, e))?;
+        if count == 0 {
+            anyhow::bail!(
+                "database {} has no blocks: its chain was emptied; restore it from a backup, \
+                 or move it away to start a new chain",
+                path.display()
+            );
+        }
+        if !table("meta")? {
+            // Written before this bookkeeping existed: adopt it as it is.
+            self.write_meta(count).map_err(|e| open_error(&path, e))?;
+            return Ok(());
+        }
+        let meta = |key: &str| -> anyhow::Result<Option<i64>> {
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(|e| open_error(&path, e))
+        };
+        match meta("format")? {
+            Some(FORMAT) => {}
+            other => anyhow::bail!(
+                "database {} has layout format {other:?}; this server reads format {FORMAT}",
+                path.display()
+            ),
+        }
+        let clean = meta("clean")?;
+        if clean == Some(0) && !had_wal {
+            anyhow::bail!(
+                "database {} was not stopped cleanly and its write-ahead log {} is missing, so \
+                 the newest blocks are not in it; put the -wal file back next to it (copy both \
+                 files together), or move the database away to start a new chain",
+                path.display(),
+                sibling(&path, "-wal").display()
+            );
+        }
+        let committed = meta("blocks")?;
+        if committed != Some(count) {
+            anyhow::bail!(
+                "database {} holds {count} blocks but {} were committed: blocks were removed; \
+                 restore it from a backup, or move it away to start a new chain",
+                path.display(),
+                committed.map_or("an unknown number".to_owned(), |c| c.to_string())
+            );
+        }
+        Ok(())
+    }
+
+    fn write_meta(&self, blocks: i64) -> rusqlite::Result<()> {
         self.conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS blocks (
-                 idx        INTEGER PRIMARY KEY,
-                 hash       TEXT    NOT NULL,
-                 difficulty INTEGER,
-                 body       TEXT    NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS pending (
-                 seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-                 sender    TEXT    NOT NULL,
-                 recipient TEXT    NOT NULL,
-                 amount    INTEGER NOT NULL
-             );",
-        )
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
+        )?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?1), ('blocks', ?2), \
+             ('clean', 1)",
+            params![FORMAT, blocks],
+        )?;
+        Ok(())
+    }
+
+    /// Records in the main database file (not only in its WAL) that a server now runs on it,
+    /// so that losing the WAL before a clean stop is detected at the next start.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn mark_running(&mut self) -> anyhow::Result<()> {
+        let path = self.path.clone();
+        (|| -> rusqlite::Result<()> {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            self.conn.execute("UPDATE meta SET value = 0 WHERE key = 'clean'", [])?;
+            let busy: i64 =
+                self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy != 0 {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    Some("the checkpoint was blocked by another connection".to_owned()),
+                ));
+            }
+            Ok(())
+        })()
+        .map_err(|e| open_error(&path, e))?;
+        self.running = true;
+        Ok(())
     }
 
     /// Returns the database file's path.
@@ -145,16 +357,6 @@ impl Store {
         Ok(pending)
     }
 
-    /// Returns whether any block is stored yet.
-    ///
-    /// # Errors
-    /// When the query fails.
-    pub fn has_blocks(&self) -> anyhow::Result<bool> {
-        let one: Option<i64> =
-            self.conn.query_row("SELECT idx FROM blocks LIMIT 1", [], |r| r.get(0)).optional()?;
-        Ok(one.is_some())
-    }
-
     /// Appends `block` and clears the pending transactions, in one committed transaction.
     ///
     /// # Errors
@@ -172,6 +374,7 @@ impl Store {
             params![idx, block.hash().to_hex(), difficulty.map(|d| d.zeros()), body],
         )?;
         tx.execute("DELETE FROM pending", [])?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'blocks'", [idx])?;
         tx.commit()?;
         Ok(())
     }
@@ -188,4 +391,57 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // A clean stop: the connection closes next, folding the WAL into the main file.
+        if self.running
+            && let Err(e) = self.conn.execute("UPDATE meta SET value = 1 WHERE key = 'clean'", [])
+        {
+            tracing::warn!(error = %e, "could not record a clean stop in the database");
+        }
+    }
+}
+
+/// Creates a new chain (schema, genesis block made now, bookkeeping) as [`NEW_DB_FILE`] and
+/// renames it to `path` once it is complete and on disk.
+fn create(data_dir: &Path, path: &Path) -> anyhow::Result<()> {
+    let tmp = data_dir.join(NEW_DB_FILE);
+    for leftover in [tmp.clone(), sibling(&tmp, "-wal"), sibling(&tmp, "-shm")] {
+        match std::fs::remove_file(&leftover) {
+            Ok(()) => {
+                tracing::info!(file = %leftover.display(), "removed an unfinished new database")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(cannot_write(&leftover, e)),
+        }
+    }
+    let genesis = Block::genesis(crate::ledger::now());
+    let body = serde_json::to_string(&genesis).context("serialising the genesis block")?;
+    (|| -> rusqlite::Result<()> {
+        let mut conn = Connection::open(&tmp)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute(
+            "INSERT INTO blocks (idx, hash, difficulty, body) VALUES (1, ?1, NULL, ?2)",
+            params![genesis.hash().to_hex(), body],
+        )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('format', ?1), ('blocks', 1), ('clean', 1)",
+            [FORMAT],
+        )?;
+        tx.commit()?;
+        // Closing the only connection checkpoints the WAL into the file and deletes it.
+        conn.close().map_err(|(_, e)| e)
+    })()
+    .map_err(|e| open_error(&tmp, e))?;
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(&tmp).map_err(|e| cannot_write(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| cannot_write(path, e))?;
+    sync(data_dir).map_err(|e| cannot_write(data_dir, e))?;
+    tracing::info!(database = %path.display(), "created a new chain");
+    Ok(())
 }

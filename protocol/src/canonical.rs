@@ -103,6 +103,11 @@ fn write_string(out: &mut String, s: &str) {
 }
 
 /// Writes `repr(f)` as Python 3 prints it (`float_repr_style == 'short'`).
+///
+/// CPython uses David Gay's `dtoa` in mode 0: the fewest significant digits that read back as
+/// `f`, and among those the digits nearest to `f`'s exact value, an exact tie going to the even
+/// last digit. Rust's `{:e}` gives the fewest digits too, but breaks a tie upwards (Python
+/// `1795954622.0039062`, Rust `1795954622.0039063`), so [`shortest_digits`] redoes the rounding.
 fn write_python_float(out: &mut String, f: f64) {
     if f.is_nan() {
         out.push_str("NaN");
@@ -112,24 +117,16 @@ fn write_python_float(out: &mut String, f: f64) {
         out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
         return;
     }
-    // `{:e}` gives the shortest round-trip digits, e.g. "-1.2345e-7" or "1e16".
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` always has an exponent");
-    let exp: i32 = exp.parse().expect("`{:e}` writes a decimal exponent");
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if negative {
+    if f.is_sign_negative() {
         out.push('-');
     }
+    let (digits, exp) = shortest_digits(f.abs());
     if (-4..16).contains(&exp) {
         // Fixed notation with at least one digit after the point.
         let point = exp + 1; // digits before the decimal point
         if point <= 0 {
             out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-point) as usize));
+            out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
             out.push_str(&digits);
         } else {
             let point = point as usize;
@@ -152,6 +149,71 @@ fn write_python_float(out: &mut String, f: f64) {
         let sign = if exp < 0 { '-' } else { '+' };
         write!(out, "e{sign}{:02}", exp.abs()).expect("writing to a String never fails");
     }
+}
+
+/// Splits `{:e}` text ("1.2345e-7") into its digits without the point ("12345") and exponent.
+fn split_sci(sci: &str) -> (String, i32) {
+    let (mantissa, exp) = sci.split_once('e').expect("`{:e}` always has an exponent");
+    let exp = exp.parse().expect("`{:e}` writes a decimal exponent");
+    (mantissa.chars().filter(|c| *c != '.').collect(), exp)
+}
+
+/// Returns the significant digits (no trailing zeroes) and the decimal exponent of the first
+/// digit of Python's `repr` of a finite `x >= 0`.
+///
+/// The length comes from Rust's shortest round-trip `{:e}`. The digits are then `x`'s exact
+/// value rounded half-to-even to that length, if those read back as `x`; otherwise (possible
+/// only where the gap below `x` is half the gap above, at a power of two) Rust's digits, the
+/// only other candidate of that length.
+fn shortest_digits(x: f64) -> (String, i32) {
+    let (shortest, exp) = split_sci(&format!("{x:e}"));
+    let n = shortest.len();
+    // `{:.P$e}` is correctly rounded; 40 digits past the shortest length decide the rounding,
+    // except when they read "5000...": then `x` may be a tie, and its exact expansion (at most
+    // 767 significant digits for an f64) decides.
+    let (mut wide, mut wide_exp) = split_sci(&format!("{x:.*e}", n + 40));
+    let tail = &wide[n..];
+    if tail.starts_with('5') && tail[1..].bytes().all(|b| b == b'0') {
+        (wide, wide_exp) = split_sci(&format!("{x:.800e}"));
+    }
+    let (head, tail) = wide.split_at(n);
+    let round_up = match tail.as_bytes().first() {
+        Some(b'5') if tail[1..].bytes().all(|b| b == b'0') => {
+            // An exact tie: keep the even neighbour.
+            head.as_bytes().last().is_some_and(|d| (d - b'0') % 2 == 1)
+        }
+        Some(b'6'..=b'9' | b'5') => true,
+        _ => false,
+    };
+    let mut digits = head.as_bytes().to_vec();
+    let mut digits_exp = wide_exp;
+    if round_up {
+        let mut i = digits.len();
+        loop {
+            if i == 0 {
+                // 999 → 1000: one more digit before the point.
+                digits.insert(0, b'1');
+                digits.pop();
+                digits_exp += 1;
+                break;
+            }
+            i -= 1;
+            if digits[i] == b'9' {
+                digits[i] = b'0';
+            } else {
+                digits[i] += 1;
+                break;
+            }
+        }
+    }
+    while digits.len() > 1 && digits.last() == Some(&b'0') {
+        digits.pop();
+    }
+    let nearest = String::from_utf8(digits).expect("ASCII digits");
+    let reads_back = format!("{nearest}e{}", digits_exp - (nearest.len() as i32 - 1))
+        .parse::<f64>()
+        .is_ok_and(|y| y == x);
+    if reads_back { (nearest, digits_exp) } else { (shortest, exp) }
 }
 
 #[cfg(test)]

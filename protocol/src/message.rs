@@ -12,6 +12,13 @@ use crate::block::Block;
 pub use crate::id::MAX_ID_CHARS;
 use crate::id::{IdError, MinerId};
 use crate::pow::Difficulty;
+
+/// The largest coin amount anywhere: one transaction's `amount`, and the largest balance (either
+/// sign) that transfers may leave any id with. 2^53 − 1, so every balance is an exact integer in
+/// an `i64` and in JavaScript (the dashboard). The server refuses a transaction that would take
+/// the sender or the recipient past it, counting the transactions already waiting for the next
+/// block. Only mining rewards (one coin per block won) can carry a balance beyond it.
+pub const MAX_COINS: i64 = (1 << 53) - 1;
 /// The `message` of an accepted proof, exactly as the course's server says it.
 pub const FORGED: &str = "New Block Forged";
 

@@ -171,7 +171,7 @@ fn object_text(ty: Option<&str>, fields: &[(&str, &Field)], extra: &[(String, Va
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_as_lossy_utf8(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -288,5 +288,29 @@ proptest! {
         let back: Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(back.as_f64().map(f64::to_bits), Some(f.to_bits()), "{}", text);
         prop_assert_eq!(to_python_json(&back), text);
+    }
+}
+
+// Cases proptest once found, kept as plain tests (proptest writes no regression files here).
+
+#[test]
+fn regression_huge_floats_print_and_parse_back() {
+    for f in [-1.3180828094108986e141_f64, 3.212591362577054e305] {
+        let text = to_python_json(&Value::from(f));
+        let back: Value = serde_json::from_str(&text).expect("Python's float text parses");
+        assert_eq!(back.as_f64().map(f64::to_bits), Some(f.to_bits()), "{text}");
+    }
+}
+
+#[test]
+fn regression_block_message_with_a_huge_timestamp_cut_or_spaced_anywhere() {
+    let text = r#"{"type": "block", "block": {"index": 10, "previous_hash": "1", "proof": 0, "timestamp": 3.212591362577054e+305, "transactions": []}, "difficulty": 1}"#;
+    for at in 0..=text.len() {
+        check_any_text(&text[..at]).expect("a cut message is parsed or refused cleanly");
+        let mut bytes = text.as_bytes().to_vec();
+        if at < bytes.len() {
+            bytes[at] = b' ';
+        }
+        check_any_text(&String::from_utf8_lossy(&bytes)).expect("parsed or refused cleanly");
     }
 }

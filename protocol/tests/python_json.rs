@@ -19,7 +19,8 @@ for line in sys.stdin:
 #[test]
 fn block_string_matches_python_json_dumps() {
     let python = Python::spawn(PYTHON);
-    let config = ProptestConfig { cases: 2000, ..ProptestConfig::default() };
+    let config =
+        ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() };
     proptest!(config, |(value in arb_json())| {
         let line = serde_json::to_string(&value).expect("serialisable");
         let expected: String =

@@ -34,7 +34,7 @@ for line in sys.stdin:
 fn python_written_json_parses_to_the_same_block_string() {
     let python = Python::spawn(PYTHON);
     let cases = if std::env::var_os("RUN_SLOW_TESTS").is_some() { 50_000 } else { 1_000 };
-    let config = ProptestConfig { cases, ..ProptestConfig::default() };
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
     proptest!(config, |(value in arb_json(), dialect in 0u8..5)| {
         let line = serde_json::to_string(&value).expect("serialisable");
         let answer = python.ask(&format!("{dialect} {line}"));

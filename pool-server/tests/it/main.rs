@@ -2,11 +2,13 @@
 //! real SQLite file, driven over WebSocket and HTTP, the real binary for restarts and corrupt
 //! databases, and real `python3` course miners.
 
+mod balances;
 mod browser;
 mod compat;
 mod concurrency;
 mod crash;
 mod dashboard;
+mod datadir;
 mod durability;
 mod fuzz_ws;
 mod hostile;
