@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::Parser;
 use protocol::Difficulty;
 
-use crate::serve::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS_PER_IP, Limits};
+use crate::serve::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, Limits,
+};
 
 /// The default address to listen on: loopback only, so a fresh checkout is not exposed.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -43,6 +45,10 @@ pub struct Cli {
     /// Open connections (HTTP and WebSocket) allowed from one IP address; one more gets a 429.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNS_PER_IP)]
     pub max_conns_per_ip: usize,
+    /// Open connections (HTTP and WebSocket) allowed in all; one more gets a 503. The soft
+    /// open-file limit is raised to the hard one at start, with a warning if this exceeds it.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNS)]
+    pub max_conns: usize,
     /// Seconds a client has to send a request's headers before it is disconnected.
     #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     pub header_timeout: u64,
@@ -93,6 +99,9 @@ impl Cli {
         if self.max_conns_per_ip == 0 {
             return Err(ConfigError::Zero("--max-conns-per-ip"));
         }
+        if self.max_conns == 0 {
+            return Err(ConfigError::Zero("--max-conns"));
+        }
         if self.header_timeout == 0 {
             return Err(ConfigError::Zero("--header-timeout"));
         }
@@ -102,6 +111,7 @@ impl Cli {
             data_dir: self.data_dir,
             limits: Limits {
                 max_conns_per_ip: self.max_conns_per_ip,
+                max_conns: self.max_conns,
                 header_read_timeout: Duration::from_secs(self.header_timeout),
             },
         })

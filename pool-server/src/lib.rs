@@ -7,13 +7,16 @@
 //! - `store`: the SQLite database (WAL, `synchronous=FULL`).
 //! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
 //! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
-//! - `serve`: the accept loop and its limits (header deadline, connections per address).
+//! - `chain_json`: every block's JSON, serialised once, for `GET /chain` without the ledger lock.
+//! - `serve`: the accept loop and its limits (header deadline, connections per address and in
+//!   all).
 //! - `ws`: the `/ws` endpoint; `http`: the course's routes; `error`: JSON error responses.
 //! - `dashboard`: the live page at `/` and what it reads: `/balances`, `/balance/{id}`,
 //!   `/metrics`; `scoreboard`: balances, recent blocks and block rate, kept per block;
 //!   `metrics`: the Prometheus counters.
 
 pub mod chain;
+pub mod chain_json;
 pub mod config;
 pub mod dashboard;
 pub mod error;

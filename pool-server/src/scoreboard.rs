@@ -13,9 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use protocol::block::REWARD_SENDER;
-use protocol::message::STATS_RECENT_BLOCKS;
-use protocol::{Balance, Block, Difficulty, ServerMessage};
-use serde_json::Value;
+use protocol::message::{STATS_BALANCES, STATS_RECENT_BLOCKS};
+use protocol::{Balance, Block, BlockSummary, Difficulty, ServerMessage};
 
 /// The window the block rate is measured over, in seconds: "blocks / minute" is the last minute.
 pub const RATE_WINDOW_SECS: f64 = 60.0;
@@ -29,8 +28,8 @@ pub struct Scoreboard {
     coins: HashMap<String, i64>,
     /// The leaderboard, ranked once per block so that requests only clone an `Arc`.
     ranked: Arc<[Balance]>,
-    /// The newest blocks as JSON, newest first.
-    recent: VecDeque<Value>,
+    /// Summaries of the newest blocks, newest first.
+    recent: VecDeque<BlockSummary>,
     /// Timestamps of the blocks forged within the rate window, oldest first.
     forged_at: VecDeque<f64>,
     chain_length: u64,
@@ -73,7 +72,13 @@ impl Scoreboard {
             let recipient = self.coins.entry(t.recipient.clone()).or_default();
             *recipient = recipient.saturating_add(amount);
         }
-        self.recent.push_front(block.to_value());
+        // The new block records its predecessor's hash: no hashing needed.
+        if let Some(prev) = self.recent.front_mut()
+            && prev.index + 1 == block.index
+        {
+            prev.hash = Some(block.previous_hash.clone());
+        }
+        self.recent.push_front(BlockSummary::of(block, None));
         self.recent.truncate(STATS_RECENT_BLOCKS);
         // The genesis block is made, not forged: it says nothing about the miners.
         if block.index > 1 && block.timestamp >= self.started {
@@ -120,7 +125,9 @@ impl Scoreboard {
 
     /// Returns the `stats` message at `now` for a pool at `difficulty` with `clients` WebSocket
     /// connections. The hashrate is estimated as blocks/min × 16^D / 60: the hashes a block
-    /// takes on average, times blocks per second.
+    /// takes on average, times blocks per second. Its size does not grow with the chain, the
+    /// blocks or the number of ids: [`STATS_RECENT_BLOCKS`] block summaries and the top
+    /// [`STATS_BALANCES`] balances.
     pub fn stats(&mut self, difficulty: Difficulty, clients: u64, now: f64) -> ServerMessage {
         let blocks_per_minute = self.blocks_per_minute(now);
         ServerMessage::Stats {
@@ -129,7 +136,7 @@ impl Scoreboard {
             miners: clients,
             blocks_per_minute,
             hashrate: blocks_per_minute * difficulty.expected_attempts() / 60.0,
-            balances: self.ranked.to_vec(),
+            balances: self.ranked.iter().take(STATS_BALANCES).cloned().collect(),
             recent: self.recent.iter().cloned().collect(),
         }
     }
@@ -187,8 +194,14 @@ mod tests {
         assert_eq!(chain_length, 30);
         assert_eq!(miners, 3);
         assert_eq!(balances, vec![Balance { id: "a".into(), coins: 29 }]);
-        let indexes: Vec<u64> = recent.iter().filter_map(|b| b["index"].as_u64()).collect();
+        let indexes: Vec<u64> = recent.iter().map(|b| b.index).collect();
         assert_eq!(indexes, (11..=30).rev().collect::<Vec<_>>());
+        // Summaries, not blocks: each older block's hash is its successor's previous_hash.
+        assert_eq!(recent[0].hash, None);
+        assert_eq!(recent[1].hash.as_deref(), Some("h"));
+        assert!(
+            recent.iter().all(|b| b.transaction_count == 1 && b.winner.as_deref() == Some("a"))
+        );
     }
 
     #[test]

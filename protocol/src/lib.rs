@@ -19,6 +19,7 @@ pub mod pow;
 pub use block::{Block, BlockHash, Transaction};
 pub use canonical::{block_string, to_python_json};
 pub use message::{
-    Balance, ClientMessage, MessageError, ProofSubmission, RejectReason, ServerMessage,
+    Balance, BlockSummary, ClientMessage, MessageError, ProofSubmission, RejectReason,
+    ServerMessage,
 };
 pub use pow::{Difficulty, DifficultyError, proof_digest};

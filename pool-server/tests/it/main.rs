@@ -2,7 +2,9 @@
 //! real SQLite file, driven over WebSocket and HTTP, the real binary for restarts and corrupt
 //! databases, and real `python3` course miners.
 
+mod adversarial_memory;
 mod browser;
+mod chain_pages;
 mod compat;
 mod concurrency;
 mod crash;
