@@ -205,6 +205,22 @@ mod tests {
     }
 
     #[test]
+    fn stats_carry_the_highest_balances_only() {
+        let payouts: Vec<Transaction> = (0..STATS_BALANCES as u64 + 50)
+            .map(|i| transfer("bank", &format!("{i:03}"), i + 1))
+            .collect();
+        let chain = [Block::genesis(0.0), block(2, 1.0, payouts)];
+        let mut board = Scoreboard::from_chain(&chain, 0.0);
+        assert_eq!(board.balances().len(), STATS_BALANCES + 51);
+        let ServerMessage::Stats { balances, .. } = board.stats(Difficulty::DEFAULT, 0, 2.0) else {
+            panic!("stats() returns a Stats message");
+        };
+        assert_eq!(balances.len(), STATS_BALANCES);
+        assert_eq!(balances[..], board.balances()[..STATS_BALANCES]);
+        assert_eq!(balances[0].id, "149");
+    }
+
+    #[test]
     fn block_rate_counts_blocks_since_start_within_the_window() {
         let started = 1000.0;
         // A block from before the start does not count.
