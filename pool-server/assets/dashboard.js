@@ -2,8 +2,10 @@
 //
 // Event-driven, no polling: the server pushes {"type":"block"} on connect and on every forged
 // block; after each one (and on connect) the page asks for {"type":"stats"} and the server answers
-// this connection alone. Ids are attacker-controlled, so every server-provided string reaches the
-// DOM through textContent, never innerHTML.
+// this connection alone, with summaries of the newest blocks (no transactions, so the answer stays
+// small however big blocks get). A block's transactions are fetched when it is clicked, from
+// GET /chain?from=INDEX&limit=1. Ids are attacker-controlled, so every server-provided string
+// reaches the DOM through textContent, never innerHTML.
 'use strict';
 
 (() => {
@@ -17,7 +19,7 @@
 
   const state = {
     socket: null,
-    /** index -> block, the newest RECENT_MAX + 1 (one more, for the hash of the oldest shown). */
+    /** index -> block summary, the newest RECENT_MAX + 1 (one more, for the hash of the oldest shown). */
     blocks: new Map(),
     latest: null,
     difficulty: null,
@@ -99,10 +101,16 @@
     return '{' + keys.map((k) => pyString(k) + ': ' + pyJson(value[k], k)).join(', ') + '}';
   }
 
-  /** The block's hash: the successor's previous_hash when known, else SHA-256 of the block string. */
-  async function blockHash(block) {
-    const next = state.blocks.get(Number(block.index) + 1);
+  /**
+   * A block's hash: the one its summary carries, or its successor's previous_hash when known, else
+   * SHA-256 of the block string of `full` (the whole block, when fetched).
+   */
+  async function blockHash(summary, full) {
+    if (typeof summary.hash === 'string') return summary.hash;
+    const next = state.blocks.get(Number(summary.index) + 1);
     if (next && typeof next.previous_hash === 'string') return next.previous_hash;
+    const block = full;
+    if (!block) return null;
     // crypto.subtle exists only in secure contexts (https, localhost, 127.0.0.1).
     if (!(window.crypto && crypto.subtle)) return null;
     const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(pyJson(block, null)));
@@ -111,13 +119,31 @@
 
   // ---------- formatting ----------
 
-  /** The id rewarded in a block: the last reward transaction (sender "0"). */
-  function winnerOf(block) {
+  /** The id rewarded in a whole block: the last reward transaction (sender "0"). */
+  function rewardedIn(block) {
     const txs = Array.isArray(block.transactions) ? block.transactions : [];
     for (let i = txs.length - 1; i >= 0; i--) {
       if (txs[i] && String(txs[i].sender) === '0') return String(txs[i].recipient);
     }
     return null;
+  }
+
+  /** A whole block (from a block message) as the server summarises blocks in stats. */
+  function summarize(block) {
+    return {
+      index: block.index,
+      timestamp: block.timestamp,
+      proof: block.proof,
+      previous_hash: block.previous_hash,
+      hash: null,
+      winner: rewardedIn(block),
+      transaction_count: Array.isArray(block.transactions) ? block.transactions.length : 0,
+    };
+  }
+
+  /** The id rewarded in a block summary. */
+  function winnerOf(summary) {
+    return typeof summary.winner === 'string' ? summary.winner : null;
   }
 
   function formatAge(seconds) {
@@ -263,10 +289,13 @@
     renderLatest(false);
   }
 
-  /** Keeps a block; returns true when it is newer than every block seen so far. */
+  /** Keeps a block summary; returns true when it is newer than every block seen so far. */
   function addBlock(block) {
     if (!block || typeof block !== 'object' || block.index === undefined) return false;
     const index = Number(block.index);
+    const known = state.blocks.get(index);
+    // A summary of the newest block has no hash yet; keep one learned since.
+    if (known && typeof known.hash === 'string' && typeof block.hash !== 'string') block.hash = known.hash;
     state.blocks.set(index, block);
     const newest = !state.latest || index > Number(state.latest.index);
     if (newest) state.latest = block;
@@ -300,6 +329,42 @@
     $('detail-prev').textContent = String(block.previous_hash);
     const hashNode = $('detail-hash');
     hashNode.textContent = '…';
+    hashNode.classList.remove('pending');
+    const loading = el('td', 'pending', 'loading ' + block.transaction_count + ' transactions…');
+    loading.colSpan = 3;
+    const loadingRow = el('tr');
+    loadingRow.append(loading);
+    $('detail-txs').replaceChildren(loadingRow);
+    const dialog = $('detail');
+    if (!dialog.open) dialog.showModal();
+    // The transactions are not in the summary: fetch the whole block.
+    const full = await fetchBlock(index);
+    if (state.openIndex !== index) return;
+    if (full === null) {
+      loading.textContent = 'could not load the transactions; click the block again';
+    } else {
+      $('detail-txs').replaceChildren(...transactionRows(full));
+    }
+    const hash = await blockHash(block, full).catch(() => null);
+    if (state.openIndex !== index) return;
+    hashNode.classList.toggle('pending', hash === null);
+    hashNode.textContent = hash === null ? 'known once the next block is forged' : hash;
+  }
+
+  /** Fetches block `index` whole from GET /chain?from=INDEX&limit=1; null on failure. */
+  async function fetchBlock(index) {
+    try {
+      const res = await fetch('/chain?from=' + index + '&limit=1', { cache: 'no-store' });
+      if (!res.ok) return null;
+      const body = parseJson(await res.text());
+      const block = body && Array.isArray(body.chain) ? body.chain[0] : null;
+      return block && typeof block === 'object' && Number(block.index) === index ? block : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function transactionRows(block) {
     const rows = (Array.isArray(block.transactions) ? block.transactions : []).map((tx) => {
       const tr = el('tr');
       const sender = el('td', '', String(tx.sender));
@@ -314,13 +379,7 @@
       tr.append(td);
       rows.push(tr);
     }
-    $('detail-txs').replaceChildren(...rows);
-    const dialog = $('detail');
-    if (!dialog.open) dialog.showModal();
-    const hash = await blockHash(block).catch(() => null);
-    if (state.openIndex !== index) return;
-    hashNode.classList.toggle('pending', hash === null);
-    hashNode.textContent = hash === null ? 'known once the next block is forged' : hash;
+    return rows;
   }
 
   function closeDetail() {
@@ -362,7 +421,7 @@
       const live = !state.greeting;
       state.greeting = false;
       if (msg.difficulty !== undefined) state.difficulty = Number(msg.difficulty);
-      const newest = addBlock(msg.block);
+      const newest = addBlock(summarize(msg.block));
       if (live && newest) state.skew = Date.now() / 1000 - Number(msg.block.timestamp);
       renderBlocks(live && newest ? Number(msg.block.index) : null);
       renderLatest(live && newest);

@@ -11,7 +11,7 @@ use clap::Parser;
 use protocol::Difficulty;
 
 use crate::serve::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
     DEFAULT_TRANSACTION_RATE, Limits,
 };
 
@@ -46,6 +46,10 @@ pub struct Cli {
     /// Open connections (HTTP and WebSocket) allowed from one IP address; one more gets a 429.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNS_PER_IP)]
     pub max_conns_per_ip: usize,
+    /// Open connections (HTTP and WebSocket) allowed in all; one more gets a 503. The soft
+    /// open-file limit is raised to the hard one at start, with a warning if this exceeds it.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNS)]
+    pub max_conns: usize,
     /// Seconds a client has to send a request's headers before it is disconnected.
     #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     pub header_timeout: u64,
@@ -103,6 +107,9 @@ impl Cli {
         if self.max_conns_per_ip == 0 {
             return Err(ConfigError::Zero("--max-conns-per-ip"));
         }
+        if self.max_conns == 0 {
+            return Err(ConfigError::Zero("--max-conns"));
+        }
         if self.header_timeout == 0 {
             return Err(ConfigError::Zero("--header-timeout"));
         }
@@ -118,6 +125,7 @@ impl Cli {
             data_dir: self.data_dir,
             limits: Limits {
                 max_conns_per_ip: self.max_conns_per_ip,
+                max_conns: self.max_conns,
                 header_read_timeout: Duration::from_secs(self.header_timeout),
                 proof_rate: self.proof_rate,
                 transaction_rate: self.transaction_rate,

@@ -8,9 +8,11 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use protocol::message::{FORGED, MAX_COINS};
 use protocol::{MinerId, ProofSubmission, Transaction};
 use serde_json::{Value, json};
@@ -42,10 +44,97 @@ pub async fn mine(
     }))
 }
 
-/// `GET /chain`: every block, genesis first.
-pub async fn chain(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let blocks = state.chain().await?;
-    Ok(Json(json!({ "length": blocks.len(), "chain": blocks })))
+/// The most blocks one page of `GET /chain?from=&limit=` holds (and its default size).
+pub const MAX_CHAIN_PAGE: u64 = 1_000;
+
+/// `GET /chain`: every block, genesis first, as the course's server answers; or, with `from`
+/// (a block index, default 1) and/or `limit` (1 to [`MAX_CHAIN_PAGE`], default
+/// [`MAX_CHAIN_PAGE`]), the page of blocks `from..from+limit`. The answer is
+/// `{"length", "from", "next", "chain"}`: `length` the whole chain's, `next` the index to ask for
+/// next (`null` when the page reaches the end).
+///
+/// Streamed from the pre-serialised [`Snapshot`](crate::chain_json::Snapshot) without the
+/// ledger lock: nothing is built per request but the first line, and a slow reader holds only
+/// references to bytes the chain keeps anyway, so a bare `GET /chain` stays whole whatever the
+/// chain's length.
+///
+/// # Errors
+/// A 400 when `from` or `limit` is not a number in range.
+pub async fn chain(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let page = ChainPage::parse(query.as_deref()).map_err(AppError::BadRequest)?;
+    let snapshot = state.chain_json();
+    let length = snapshot.len();
+    let (from, to) = match page {
+        None => (1, length + 1),
+        Some(ChainPage { from, limit }) => (from, from.saturating_add(limit)),
+    };
+    let next = if to <= length { to.to_string() } else { "null".to_owned() };
+    let head = format!(r#"{{"length":{length},"from":{from},"next":{next},"chain":["#);
+    let (blocks, blocks_len) = snapshot.blocks(from - 1, to - 1);
+    let tail: &'static [u8] = b"]}";
+    let content_length = head.len() + blocks_len + tail.len();
+    let chunks = std::iter::once(Bytes::from(head))
+        .chain(blocks)
+        .chain(std::iter::once(Bytes::from_static(tail)))
+        .map(Ok::<_, std::convert::Infallible>);
+    Ok((
+        [
+            (CONTENT_TYPE, "application/json".to_owned()),
+            (CONTENT_LENGTH, content_length.to_string()),
+        ],
+        Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response())
+}
+
+/// The `from` and `limit` of a paged `GET /chain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChainPage {
+    from: u64,
+    limit: u64,
+}
+
+impl ChainPage {
+    /// Reads `from` and `limit` from a query string; `None` when neither is there (the whole
+    /// chain). Other parameters are ignored.
+    fn parse(query: Option<&str>) -> Result<Option<ChainPage>, String> {
+        let (mut from, mut limit) = (None, None);
+        for pair in query.unwrap_or("").split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match key {
+                "from" => &mut from,
+                "limit" => &mut limit,
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(format!("{key:?} is given twice"));
+            }
+            let number = value
+                .parse::<u64>()
+                .ok()
+                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    let shown: String = value.chars().take(40).collect();
+                    format!("{key:?} must be a non-negative integer, got {shown:?}")
+                })?;
+            *slot = Some(number);
+        }
+        if from.is_none() && limit.is_none() {
+            return Ok(None);
+        }
+        let from = from.unwrap_or(1);
+        if from == 0 {
+            return Err("\"from\" is a block index; the genesis block is 1".to_owned());
+        }
+        let limit = limit.unwrap_or(MAX_CHAIN_PAGE);
+        if !(1..=MAX_CHAIN_PAGE).contains(&limit) {
+            return Err(format!("\"limit\" must be between 1 and {MAX_CHAIN_PAGE}, got {limit}"));
+        }
+        Ok(Some(ChainPage { from, limit }))
+    }
 }
 
 /// `POST /transactions/new` `{"sender", "recipient", "amount"}`: queues a transaction for the
@@ -100,7 +189,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 /// `GET /openapi.json`: the OpenAPI document, as written (schemathesis tests the server
 /// against it).
 pub async fn openapi() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+    ([(CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// The fallback for unknown routes: a JSON 404.
@@ -111,4 +200,35 @@ pub async fn not_found(uri: Uri) -> AppError {
 /// The fallback for a known route with the wrong method: a JSON 405.
 pub async fn method_not_allowed(method: Method) -> AppError {
     AppError::MethodNotAllowed(method.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_page_parameters() {
+        let page = |from, limit| Ok(Some(ChainPage { from, limit }));
+        assert_eq!(ChainPage::parse(None), Ok(None));
+        assert_eq!(ChainPage::parse(Some("")), Ok(None));
+        assert_eq!(ChainPage::parse(Some("x=1&y")), Ok(None));
+        assert_eq!(ChainPage::parse(Some("from=5")), page(5, MAX_CHAIN_PAGE));
+        assert_eq!(ChainPage::parse(Some("limit=7")), page(1, 7));
+        assert_eq!(ChainPage::parse(Some("limit=1000&from=3&x")), page(3, 1000));
+        for bad in [
+            "from=0",
+            "from=-1",
+            "from=+1",
+            "from=",
+            "from",
+            "from=1e3",
+            "limit=0",
+            "limit=1001",
+            "from=1&from=2",
+            "from=99999999999999999999",
+            "limit=%31",
+        ] {
+            assert!(ChainPage::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

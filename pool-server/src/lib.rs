@@ -9,7 +9,9 @@
 //! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
 //! - `balances`: exact (`i128`) balances and the ±`MAX_COINS` rule for transfers.
 //! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
-//! - `serve`: the accept loop and its limits (header deadline, connections per address).
+//! - `chain_json`: every block's JSON, serialised once, for `GET /chain` without the ledger lock.
+//! - `serve`: the accept loop and its limits (header deadline, connections per address and in
+//!   all).
 //! - `rate`: per-address rate limits for proofs and transactions.
 //! - `ws`: the `/ws` endpoint; `http`: the course's routes; `error`: JSON error responses;
 //!   `envelope`: request-size limits and a JSON body for every error.
@@ -19,6 +21,7 @@
 
 pub mod balances;
 pub mod chain;
+pub mod chain_json;
 pub mod config;
 pub mod dashboard;
 pub mod envelope;

@@ -12,9 +12,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use protocol::message::STATS_RECENT_BLOCKS;
-use protocol::{Balance, Block, Difficulty, ServerMessage};
-use serde_json::Value;
+use protocol::message::{STATS_BALANCES, STATS_RECENT_BLOCKS};
+use protocol::{Balance, Block, BlockSummary, Difficulty, ServerMessage};
 
 /// The window the block rate is measured over, in seconds: "blocks / minute" is the last minute.
 pub const RATE_WINDOW_SECS: f64 = 60.0;
@@ -29,8 +28,8 @@ pub struct Scoreboard {
     coins: HashMap<String, i128>,
     /// The leaderboard, ranked once per block so that requests only clone an `Arc`.
     ranked: Arc<[Balance]>,
-    /// The newest blocks as JSON, newest first.
-    recent: VecDeque<Value>,
+    /// Summaries of the newest blocks, newest first.
+    recent: VecDeque<BlockSummary>,
     /// Timestamps of the blocks forged within the rate window, oldest first.
     forged_at: VecDeque<f64>,
     chain_length: u64,
@@ -65,7 +64,13 @@ impl Scoreboard {
 
     fn apply(&mut self, block: &Block) {
         crate::balances::apply_block(&mut self.coins, block);
-        self.recent.push_front(block.to_value());
+        // The new block records its predecessor's hash: no hashing needed.
+        if let Some(prev) = self.recent.front_mut()
+            && prev.index + 1 == block.index
+        {
+            prev.hash = Some(block.previous_hash.clone());
+        }
+        self.recent.push_front(BlockSummary::of(block, None));
         self.recent.truncate(STATS_RECENT_BLOCKS);
         // The genesis block is made, not forged: it says nothing about the miners.
         if block.index > 1 && block.timestamp >= self.started {
@@ -112,7 +117,9 @@ impl Scoreboard {
 
     /// Returns the `stats` message at `now` for a pool at `difficulty` with `clients` WebSocket
     /// connections. The hashrate is estimated as blocks/min × 16^D / 60: the hashes a block
-    /// takes on average, times blocks per second.
+    /// takes on average, times blocks per second. Its size does not grow with the chain, the
+    /// blocks or the number of ids: [`STATS_RECENT_BLOCKS`] block summaries and the top
+    /// [`STATS_BALANCES`] balances.
     pub fn stats(&mut self, difficulty: Difficulty, clients: u64, now: f64) -> ServerMessage {
         let blocks_per_minute = self.blocks_per_minute(now);
         ServerMessage::Stats {
@@ -121,7 +128,7 @@ impl Scoreboard {
             miners: clients,
             blocks_per_minute,
             hashrate: blocks_per_minute * difficulty.expected_attempts() / 60.0,
-            balances: self.ranked.to_vec(),
+            balances: self.ranked.iter().take(STATS_BALANCES).cloned().collect(),
             recent: self.recent.iter().cloned().collect(),
         }
     }
@@ -186,8 +193,30 @@ mod tests {
         assert_eq!(chain_length, 30);
         assert_eq!(miners, 3);
         assert_eq!(balances, vec![Balance { id: "a".into(), coins: 29 }]);
-        let indexes: Vec<u64> = recent.iter().filter_map(|b| b["index"].as_u64()).collect();
+        let indexes: Vec<u64> = recent.iter().map(|b| b.index).collect();
         assert_eq!(indexes, (11..=30).rev().collect::<Vec<_>>());
+        // Summaries, not blocks: each older block's hash is its successor's previous_hash.
+        assert_eq!(recent[0].hash, None);
+        assert_eq!(recent[1].hash.as_deref(), Some("h"));
+        assert!(
+            recent.iter().all(|b| b.transaction_count == 1 && b.winner.as_deref() == Some("a"))
+        );
+    }
+
+    #[test]
+    fn stats_carry_the_highest_balances_only() {
+        let payouts: Vec<Transaction> = (0..STATS_BALANCES as u64 + 50)
+            .map(|i| transfer("bank", &format!("{i:03}"), i + 1))
+            .collect();
+        let chain = [Block::genesis(0.0), block(2, 1.0, payouts)];
+        let mut board = Scoreboard::from_chain(&chain, 0.0);
+        assert_eq!(board.balances().len(), STATS_BALANCES + 51);
+        let ServerMessage::Stats { balances, .. } = board.stats(Difficulty::DEFAULT, 0, 2.0) else {
+            panic!("stats() returns a Stats message");
+        };
+        assert_eq!(balances.len(), STATS_BALANCES);
+        assert_eq!(balances[..], board.balances()[..STATS_BALANCES]);
+        assert_eq!(balances[0].id, "149");
     }
 
     #[test]

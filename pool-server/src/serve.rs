@@ -3,7 +3,12 @@
 //! - a deadline for a request's headers ([`Limits::header_read_timeout`]), so slowloris clients
 //!   that dribble a request a byte at a time are cut off;
 //! - a cap on open connections per client IP address ([`Limits::max_conns_per_ip`]), WebSockets
-//!   included for as long as they stay open; one more gets a JSON 429 and is closed.
+//!   included for as long as they stay open; one more gets a JSON 429 and is closed;
+//! - a cap on open connections in all ([`Limits::max_conns`]); one more gets a JSON 503.
+//!
+//! Responses are written with vectored writes, so a streamed body's chunks (`GET /chain`) are
+//! queued by reference, never copied into a buffer of their own: a client that does not read
+//! holds at most hyper's bounded queue of references.
 //!
 //! Shutdown: once `shutdown` completes the listener is dropped and every HTTP connection is
 //! asked to finish its request in flight and close; WebSocket connections close through the
@@ -13,6 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -30,6 +36,16 @@ use tower::ServiceExt;
 
 /// The default cap on open connections from one IP address.
 pub const DEFAULT_MAX_CONNS_PER_IP: usize = 64;
+/// The default cap on open connections in all: room for the 10,000 WebSockets of
+/// `scripts/bench-load` and a classroom, within the usual hard limit of 65,536 open files (a
+/// connection is one file descriptor).
+pub const DEFAULT_MAX_CONNS: usize = 16_384;
+/// File descriptors the server needs besides connections (the database, its journal, the
+/// listener, the runtime), counted when checking `--max-conns` against the open-file limit.
+pub const RESERVED_FDS: u64 = 64;
+/// Refusals in progress at once; beyond, a refused connection is closed without an answer, so
+/// a flood of refused connections cannot hold more sockets than this.
+pub const MAX_REFUSALS: usize = 1_024;
 /// The default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused connection is given to send its request and read the 429.
@@ -49,6 +65,8 @@ pub const BURST_SECONDS: u32 = 2;
 pub struct Limits {
     /// Open connections (HTTP and WebSocket) allowed from one IP address.
     pub max_conns_per_ip: usize,
+    /// Open connections (HTTP and WebSocket) allowed in all.
+    pub max_conns: usize,
     /// Time allowed to send a request's headers; then the connection is closed.
     pub header_read_timeout: Duration,
     /// Proofs per second allowed from one address (IPv6: one /64), on average; up to
@@ -62,6 +80,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
+            max_conns: DEFAULT_MAX_CONNS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             proof_rate: DEFAULT_PROOF_RATE,
             transaction_rate: DEFAULT_TRANSACTION_RATE,
@@ -69,20 +88,40 @@ impl Default for Limits {
     }
 }
 
-/// Open connections per IP address.
+/// Open connections per IP address and in all.
 #[derive(Debug, Default, Clone)]
-struct Counts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+struct Counts(Arc<Mutex<Open>>);
+
+#[derive(Debug, Default)]
+struct Open {
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// Why a connection is refused.
+#[derive(Debug, Clone, Copy)]
+enum Full {
+    /// Its address holds its cap.
+    Address(usize),
+    /// The server holds its cap in all.
+    Server(usize),
+}
 
 impl Counts {
-    /// Takes a slot for `ip`, unless it already holds `max`.
-    fn take(&self, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut counts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= max {
-            return None;
+    /// Takes a slot for `ip`, unless it already holds `limits.max_conns_per_ip` or the server
+    /// holds `limits.max_conns`.
+    fn take(&self, ip: IpAddr, limits: &Limits) -> Result<Slot, Full> {
+        let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.total >= limits.max_conns {
+            return Err(Full::Server(limits.max_conns));
+        }
+        let count = open.per_ip.entry(ip).or_insert(0);
+        if *count >= limits.max_conns_per_ip {
+            return Err(Full::Address(limits.max_conns_per_ip));
         }
         *count += 1;
-        Some(Slot { counts: self.clone(), ip })
+        open.total += 1;
+        Ok(Slot { counts: self.clone(), ip })
     }
 }
 
@@ -95,11 +134,12 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
+        let mut open = self.counts.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.total -= 1;
+        if let Some(count) = open.per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.ip);
+                open.per_ip.remove(&self.ip);
             }
         }
     }
@@ -163,11 +203,16 @@ pub async fn serve(
     closing: CancellationToken,
     tasks: TaskTracker,
 ) {
+    check_open_file_limit(limits.max_conns);
     let counts = Counts::default();
+    let refusals = Arc::new(AtomicUsize::new(0));
     let mut http = hyper::server::conn::http1::Builder::new();
+    // Vectored writes: body chunks are queued by reference (see the module doc), whatever the
+    // stream says about its own support for them.
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(crate::envelope::HEAD_BUFFER_BYTES);
+        .max_buf_size(crate::envelope::HEAD_BUFFER_BYTES)
+        .writev(true);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -182,10 +227,22 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = counts.take(peer.ip(), limits.max_conns_per_ip) else {
-            tracing::debug!(%peer, "refused: too many connections from this address");
-            tasks.spawn(refuse(stream, peer.ip(), limits.max_conns_per_ip));
-            continue;
+        let slot = match counts.take(peer.ip(), &limits) {
+            Ok(slot) => slot,
+            Err(full) => {
+                tracing::debug!(%peer, ?full, "refused: too many connections");
+                if refusals.fetch_add(1, Ordering::Relaxed) < MAX_REFUSALS {
+                    let refusals = refusals.clone();
+                    tasks.spawn(async move {
+                        refuse(stream, peer.ip(), full).await;
+                        refusals.fetch_sub(1, Ordering::Relaxed);
+                    });
+                } else {
+                    // Too many refusals in progress: close at once.
+                    refusals.fetch_sub(1, Ordering::Relaxed);
+                }
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(CountedStream { inner: stream, _slot: slot });
@@ -211,15 +268,24 @@ pub async fn serve(
     }
 }
 
-/// Tells a client over the per-address cap why it is refused (a JSON 429 in answer to its
-/// request), then closes.
-async fn refuse(mut stream: TcpStream, ip: IpAddr, max: usize) {
-    let body = serde_json::json!({
-        "message": format!("too many connections from {ip}: at most {max} are allowed at once")
-    })
-    .to_string();
+/// Tells a client over a connection cap why it is refused (a JSON 429 when its address holds
+/// its cap, a JSON 503 when the server does, in answer to its request), then closes.
+async fn refuse(mut stream: TcpStream, ip: IpAddr, full: Full) {
+    let (status, message) = match full {
+        Full::Address(max) => (
+            "429 Too Many Requests",
+            format!("too many connections from {ip}: at most {max} are allowed at once"),
+        ),
+        Full::Server(max) => (
+            "503 Service Unavailable",
+            format!(
+                "the server is full: it holds its limit of {max} open connections; try again later"
+            ),
+        ),
+    };
+    let body = serde_json::json!({ "message": message }).to_string();
     let response = format!(
-        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -244,3 +310,32 @@ async fn refuse(mut stream: TcpStream, ip: IpAddr, max: usize) {
     })
     .await;
 }
+
+/// Raises the soft limit on open files to the hard one (each connection is a file descriptor),
+/// and warns when `max_conns` connections would not fit under it anyway.
+#[cfg(unix)]
+fn check_open_file_limit(max_conns: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current;
+    if limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => soft = limit.maximum,
+            Err(e) => tracing::debug!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+    // `None` is unlimited.
+    if let Some(soft) = soft
+        && (max_conns as u64).saturating_add(RESERVED_FDS) > soft
+    {
+        tracing::warn!(
+            "--max-conns is {max_conns} but this process may open only {soft} files (ulimit -n): \
+             connections beyond about {} will fail; raise the limit or lower --max-conns",
+            soft.saturating_sub(RESERVED_FDS)
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn check_open_file_limit(_max_conns: usize) {}

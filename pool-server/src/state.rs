@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::chain_json::{ChainJson, Snapshot};
 use crate::error::AppError;
 use crate::ledger::{self, Ledger, Outcome, Refusal};
 use crate::metrics::{Gauges, Metrics};
@@ -60,6 +61,8 @@ struct Shared {
     /// Balances, recent blocks and the block rate; updated under the ledger lock, read briefly
     /// (never across an `.await`).
     scoreboard: Mutex<Scoreboard>,
+    /// Every block's JSON for `GET /chain`; appended under the ledger lock, read without it.
+    chain_json: ChainJson,
     started: Instant,
     /// Proofs per address, HTTP and WebSocket together.
     proof_rate: RateLimiter,
@@ -80,6 +83,7 @@ impl AppState {
         let difficulty = ledger.difficulty();
         let latest = watch::Sender::new(latest(ledger.chain().last(), difficulty));
         let scoreboard = Scoreboard::from_chain(ledger.chain().blocks(), ledger::now());
+        let chain_json = ChainJson::new(ledger.chain().blocks());
         let inner = Shared {
             ledger: Mutex::new(ledger),
             difficulty,
@@ -89,6 +93,7 @@ impl AppState {
             stats: Stats::default(),
             metrics: Metrics::default(),
             scoreboard: Mutex::new(scoreboard),
+            chain_json,
             started: Instant::now(),
             proof_rate: limiter(limits.proof_rate),
             transaction_rate: limiter(limits.transaction_rate),
@@ -212,6 +217,7 @@ impl AppState {
                     tracing::info!(index = block.index, winner = %sub.id, proof = sub.proof, "block forged");
                     state.metrics().accepted();
                     state.scoreboard().record(block);
+                    state.inner.chain_json.push(block);
                     // Published under the lock, so broadcasts go out in chain order.
                     state.inner.latest.send_replace(latest(block, state.difficulty()));
                 }
@@ -237,12 +243,10 @@ impl AppState {
         })
     }
 
-    /// Returns a copy of the whole chain.
-    ///
-    /// # Errors
-    /// Only internal ones.
-    pub async fn chain(&self) -> Result<Vec<Block>, AppError> {
-        self.with_ledger(|_, ledger| Ok(ledger.chain().blocks().to_vec())).await
+    /// Returns the chain's JSON as it is now, without taking the ledger lock: a reader holding
+    /// it never slows the judge, and costs only references to bytes the chain keeps anyway.
+    pub fn chain_json(&self) -> Snapshot {
+        self.inner.chain_json.snapshot()
     }
 }
 

@@ -43,7 +43,11 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Outgoing bytes buffered before a write is forced; every frame is flushed at once anyway.
 pub const WRITE_BUFFER_BYTES: usize = 4 * 1024;
-/// Replies (results, errors) queued for a connection; when full, its frames are not read.
+/// Replies (results, errors, stats) queued for a connection; when full, its frames are not read.
+/// No reply grows with the chain or its blocks (the largest, a `stats` answer, is 20 block
+/// summaries and 100 balances: under 128 KiB even with every id at its 128-byte maximum), so a
+/// client that asks and never reads holds at most this many replies and the one being sent, for
+/// at most [`SEND_TIMEOUT`] before it is dropped.
 pub const REPLY_QUEUE: usize = 16;
 /// How long one send (or a wait for room in the reply queue) may take before the client counts
 /// as stuck and is dropped.

@@ -22,6 +22,7 @@ pub use block::{Block, BlockHash, Transaction};
 pub use canonical::{block_string, to_python_json};
 pub use id::{IdError, MinerId};
 pub use message::{
-    Balance, ClientMessage, MessageError, ProofSubmission, RejectReason, ServerMessage,
+    Balance, BlockSummary, ClientMessage, MessageError, ProofSubmission, RejectReason,
+    ServerMessage,
 };
 pub use pow::{Difficulty, DifficultyError, ProofChecker, proof_digest};

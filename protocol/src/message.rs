@@ -92,15 +92,88 @@ pub enum ServerMessage {
         blocks_per_minute: f64,
         /// Estimated network hashrate in hashes per second: `blocks_per_minute × 16^D / 60`.
         hashrate: f64,
-        /// Coins per id, highest first, ties by id.
+        /// Coins per id, highest first, ties by id: the top [`STATS_BALANCES`] only.
         balances: Vec<Balance>,
-        /// The newest blocks, newest first (at most [`STATS_RECENT_BLOCKS`]).
-        recent: Vec<Value>,
+        /// Summaries of the newest blocks, newest first (at most [`STATS_RECENT_BLOCKS`]); a
+        /// block's transactions are in `GET /chain?from=INDEX&limit=1`.
+        recent: Vec<BlockSummary>,
     },
 }
 
-/// How many recent blocks a [`ServerMessage::Stats`] carries at most.
+/// How many recent blocks a [`ServerMessage::Stats`] summarises at most.
 pub const STATS_RECENT_BLOCKS: usize = 20;
+/// How many balances (the highest) a [`ServerMessage::Stats`] carries at most, so that its size
+/// does not grow with the number of ids; `GET /balances` has them all.
+pub const STATS_BALANCES: usize = 100;
+
+/// A block without its transactions, as [`ServerMessage::Stats`] lists it: its size does not
+/// grow with the block's, so a `stats` answer stays small however big blocks get.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockSummary {
+    /// Position in the chain; the genesis block is 1.
+    pub index: u64,
+    /// Seconds since the Unix epoch.
+    pub timestamp: f64,
+    /// The block's proof.
+    pub proof: u64,
+    /// The hash of the previous block.
+    pub previous_hash: String,
+    /// This block's hash (the next block's `previous_hash`); `None` (JSON `null`) for the newest
+    /// block, whose hash no later block records yet.
+    pub hash: Option<String>,
+    /// The id rewarded in this block; `None` for the genesis block.
+    pub winner: Option<String>,
+    /// How many transactions the block holds, the reward included.
+    pub transaction_count: u64,
+}
+
+impl BlockSummary {
+    /// Summarises `block`; `hash` is its hash when known.
+    pub fn of(block: &Block, hash: Option<String>) -> Self {
+        BlockSummary {
+            index: block.index,
+            timestamp: block.timestamp,
+            proof: block.proof,
+            previous_hash: block.previous_hash.clone(),
+            hash,
+            winner: block.winner().map(str::to_owned),
+            transaction_count: block.transactions.len() as u64,
+        }
+    }
+
+    fn from_value(value: &Value) -> Result<Self, MessageError> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| MessageError::wrong("recent", "a list of block summaries", value))?;
+        let uint = |field: &'static str| match obj.get(field) {
+            Some(v) => v.as_u64().ok_or_else(|| MessageError::wrong(field, "an integer", v)),
+            None => Err(MessageError::Missing(field)),
+        };
+        let text = |field: &'static str| match obj.get(field) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(MessageError::wrong(field, "a string", v)),
+            None => Err(MessageError::Missing(field)),
+        };
+        let text_or_null = |field: &'static str| match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(MessageError::wrong(field, "a string or null", v)),
+        };
+        let timestamp = match obj.get("timestamp") {
+            Some(v) => v.as_f64().ok_or_else(|| MessageError::wrong("timestamp", "a number", v))?,
+            None => return Err(MessageError::Missing("timestamp")),
+        };
+        Ok(BlockSummary {
+            index: uint("index")?,
+            timestamp,
+            proof: uint("proof")?,
+            previous_hash: text("previous_hash")?,
+            hash: text_or_null("hash")?,
+            winner: text_or_null("winner")?,
+            transaction_count: uint("transaction_count")?,
+        })
+    }
+}
 
 /// The coins held by one id: everything received minus everything sent, rewards included.
 ///
@@ -226,10 +299,8 @@ impl ServerMessage {
         };
         let balances =
             list("balances")?.iter().map(Balance::from_value).collect::<Result<_, _>>()?;
-        let recent = list("recent")?;
-        if let Some(bad) = recent.iter().find(|b| !b.is_object()) {
-            return Err(MessageError::wrong("recent", "a list of block objects", bad));
-        }
+        let recent =
+            list("recent")?.iter().map(BlockSummary::from_value).collect::<Result<_, _>>()?;
         Ok(ServerMessage::Stats {
             chain_length: uint("chain_length")?,
             difficulty,
@@ -237,7 +308,7 @@ impl ServerMessage {
             blocks_per_minute: float("blocks_per_minute")?,
             hashrate: float("hashrate")?,
             balances,
-            recent: recent.clone(),
+            recent,
         })
     }
 }

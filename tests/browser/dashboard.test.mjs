@@ -131,12 +131,20 @@ test('the dashboard shows the chain live, escapes ids, and reconnects', { timeou
   assert.equal(await page.locator('.block-row .who').first().textContent(), EVIL_ID);
   assert.equal(await page.locator('main img').count(), 0, 'no element was made from an id');
 
-  // The detail of the newest block: its proof, and its hash computed in the page.
+  // The detail of the newest block: its proof, its transactions (fetched on click: the stats
+  // answer carries block summaries only), and its hash computed in the page.
+  const blockFetched = page.waitForResponse(
+    (res) => new URL(res.url()).pathname === '/chain' && new URL(res.url()).search === `?from=${first.index}&limit=1`,
+    { timeout: WAIT_MS },
+  );
   await page.locator(`.block-row[data-index="${first.index}"]`).click();
+  assert.equal((await blockFetched).status(), 200, 'the click fetched the block');
   await page.locator('#detail[open]').waitFor({ timeout: WAIT_MS });
   assert.equal(await page.locator('#detail-proof').textContent(), String(first.proof));
   assert.equal(await page.locator('#detail-prev').textContent(), first.previous_hash);
+  await page.locator('#detail-txs td', { hasText: EVIL_ID }).waitFor({ timeout: WAIT_MS });
   assert.equal(await page.locator('#detail-txs td').nth(1).textContent(), EVIL_ID);
+  assert.equal(await page.locator('#detail-txs tr').count(), first.transactions.length);
   const hashText = page.locator('#detail-hash');
   await page.waitForFunction(() => /^[0-9a-f]{64}$/.test(document.querySelector('#detail-hash').textContent), null, {
     timeout: WAIT_MS,

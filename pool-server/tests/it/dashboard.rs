@@ -1,7 +1,7 @@
 //! The dashboard's routes and data: the embedded page, `/balances`, `/balance/{id}`,
 //! `/metrics`, and the `stats` request over WebSocket.
 
-use protocol::{Balance, ServerMessage, to_python_json};
+use protocol::{Balance, Block, BlockSummary, ServerMessage, to_python_json};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE};
 use serde_json::{Value, json};
@@ -176,9 +176,24 @@ async fn stats_answer_the_asking_connection_only() {
         balances,
         vec![Balance { id: "alice".into(), coins: 2 }, Balance { id: "bob".into(), coins: 1 }]
     );
+    // Summaries, newest first: no transactions, each older block's hash from its successor.
     let chain = server.chain().await;
-    let newest_first: Vec<Value> = chain.iter().rev().cloned().collect();
+    let newest_first: Vec<BlockSummary> = chain
+        .iter()
+        .rev()
+        .map(|b| {
+            let block: Block = serde_json::from_value(b.clone()).expect("a block");
+            let hash = chain
+                .get(usize::try_from(block.index).expect("small"))
+                .map(|next| next["previous_hash"].as_str().expect("a string").to_owned());
+            BlockSummary::of(&block, hash)
+        })
+        .collect();
     assert_eq!(recent, newest_first);
+    assert_eq!(recent[0].hash, None);
+    assert_eq!(recent[0].winner.as_deref(), Some("alice"));
+    assert_eq!(recent[0].transaction_count, 1);
+    assert!(reply["recent"][0].get("transactions").is_none(), "{reply}");
 
     // The other connection got no stats: after block 4 its next frame is the next broadcast.
     miner.recv_block(4).await;

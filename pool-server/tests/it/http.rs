@@ -43,7 +43,7 @@ async fn course_routes() {
 
     let (status, body) = call(client.get(server.url("/chain"))).await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"length": 1, "chain": [genesis.clone()]}));
+    assert_eq!(body, json!({"length": 1, "from": 1, "next": null, "chain": [genesis.clone()]}));
 
     let tx = json!({"sender": "alice", "recipient": "bob", "amount": 5});
     let (status, body) = call(client.post(server.url("/transactions/new")).json(&tx)).await;

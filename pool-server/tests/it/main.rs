@@ -2,8 +2,10 @@
 //! real SQLite file, driven over WebSocket and HTTP, the real binary for restarts and corrupt
 //! databases, and real `python3` course miners.
 
+mod adversarial_memory;
 mod balances;
 mod browser;
+mod chain_pages;
 mod compat;
 mod concurrency;
 mod crash;

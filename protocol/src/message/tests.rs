@@ -109,7 +109,7 @@ fn stats_example() -> ServerMessage {
             Balance { id: "José 🚀".into(), coins: 2 },
             Balance { id: "bob".into(), coins: -1 },
         ],
-        recent: vec![block.to_value()],
+        recent: vec![BlockSummary::of(&block, Some("ab".repeat(32)))],
     }
 }
 
@@ -129,8 +129,8 @@ fn stats_wire_format_is_stable_and_round_trips() {
             "type": "stats", "chain_length": 3, "difficulty": 4, "miners": 2,
             "blocks_per_minute": 1.5, "hashrate": 1638.4,
             "balances": [{"id": "José 🚀", "coins": 2}, {"id": "bob", "coins": -1}],
-            "recent": [{"index": 1, "timestamp": 1.5, "transactions": [], "proof": 100,
-                        "previous_hash": "1"}],
+            "recent": [{"index": 1, "timestamp": 1.5, "proof": 100, "previous_hash": "1",
+                        "hash": "ab".repeat(32), "winner": null, "transaction_count": 0}],
         }))
     );
     assert_eq!(ServerMessage::from_json(&msg.to_json()), Ok(msg));
@@ -174,6 +174,18 @@ fn rejects_bad_stats_messages_with_reasons() {
     );
     assert_eq!(
         with("recent", json!([7])),
-        Err(r#""recent" must be a list of block objects, got 7"#.into())
+        Err(r#""recent" must be a list of block summaries, got 7"#.into())
+    );
+    let mut summary = good["recent"][0].clone();
+    summary["transaction_count"] = json!([]);
+    assert_eq!(
+        with("recent", json!([summary])),
+        Err(r#""transaction_count" must be an integer, got []"#.into())
+    );
+    summary["transaction_count"] = json!(1);
+    summary["hash"] = json!(5);
+    assert_eq!(
+        with("recent", json!([summary])),
+        Err(r#""hash" must be a string or null, got 5"#.into())
     );
 }

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use protocol::message::FORGED;
 use protocol::{Balance, Block, ClientMessage, Difficulty, ProofSubmission, Transaction};
-use protocol::{RejectReason, ServerMessage};
+use protocol::{BlockSummary, RejectReason, ServerMessage};
 use serde_json::{Map, Number, Value};
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
@@ -161,7 +161,10 @@ pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
                     blocks_per_minute,
                     hashrate,
                     balances,
-                    recent: recent.iter().map(Block::to_value).collect(),
+                    recent: recent
+                        .iter()
+                        .map(|b: &Block| BlockSummary::of(b, Some(b.hash().to_hex())))
+                        .collect(),
                 }
             },
         );

@@ -1,0 +1,239 @@
+//! Clients that ask and never read cannot make the server hold memory that grows with the chain or
+//! its blocks (issue 10, problem 2), and the global connection cap.
+//!
+//! The memory tests run the real binary on a chain written beforehand (big blocks, far fewer
+//! than the 17 MB ones of the original attack, so the test stays fast and within any block cap),
+//! and read its resident set size from `/proc/PID/status` while the attack is on:
+//! - four WebSockets that send `stats` requests and never read: before, each answer carried the
+//!   20 newest blocks whole, and each connection held up to 17 of them;
+//! - sixty `GET /chain` readers that read the first bytes and stop: before, each request built
+//!   its own copy of the whole chain's JSON and held it until sent.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use pool_server::serve::Limits;
+use pool_server::store::Store;
+use protocol::{Block, Difficulty, Transaction};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Binary, HANG_GUARD, Server, Ws, line_channel};
+
+/// Blocks after genesis in the test chain.
+const BLOCKS: u64 = 40;
+/// Transactions per block, each between two ids of 128 bytes (the longest allowed): about
+/// 125 KB of JSON per block, 5 MB for the chain.
+const TRANSACTIONS_PER_BLOCK: usize = 400;
+/// How much the server's resident set may grow under each attack. The new code stays within a
+/// few MiB; the old one grew by hundreds (see the report in the commit that added this test).
+const RSS_GROWTH_BOUND_KIB: u64 = 48 * 1024;
+/// How long the resident set is watched while an attack is on (no assertion on time: the
+/// attack's whole effect arrives within a fraction of this).
+const WATCH: Duration = Duration::from_secs(3);
+
+/// Writes a chain of big blocks into `data_dir` (mined at difficulty 1, as the server will check).
+fn write_big_chain(data_dir: &Path) {
+    let difficulty = Difficulty::new(1).expect("in range");
+    let mut store = Store::open(data_dir).expect("open the store");
+    let mut last = Block::genesis(1_700_000_000.5);
+    store.append_block(&last, None).expect("store genesis");
+    for index in 2..=BLOCKS + 1 {
+        let string = last.block_string();
+        let proof = (0..).find(|p| difficulty.is_valid_proof(&string, *p)).expect("a proof");
+        let mut transactions: Vec<Transaction> = (0..TRANSACTIONS_PER_BLOCK)
+            .map(|i| Transaction {
+                sender: format!("{i:0>128}"),
+                recipient: format!("{index:x>128}"),
+                amount: 1,
+            })
+            .collect();
+        transactions.push(Transaction::reward(&format!("miner-{index}")));
+        let block = Block {
+            index,
+            timestamp: 1_700_000_000.5 + index as f64,
+            transactions,
+            proof,
+            previous_hash: last.hash().to_hex(),
+        };
+        store.append_block(&block, Some(difficulty)).expect("store a block");
+        last = block;
+    }
+}
+
+/// Starts the real binary on `data_dir` at difficulty 1 with room for many connections from
+/// 127.0.0.1.
+fn spawn(data_dir: &Path) -> Binary {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pool-server"))
+        .args(["--port", "0", "--difficulty", "1", "--max-conns-per-ip", "1000", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pool-server");
+    let log = line_channel(child.stderr.take().expect("piped stderr"));
+    // The address it logs; `None` once it exits or says nothing for too long.
+    let addr = loop {
+        let Ok(line) = log.recv_timeout(HANG_GUARD) else { break None };
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or("").trim_end_matches(':');
+            break addr.parse::<SocketAddr>().ok();
+        }
+    };
+    match addr {
+        Some(addr) => Binary { child, addr, _log: log },
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not start");
+        }
+    }
+}
+
+/// The resident set size of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// The highest resident set size of `pid` seen over [`WATCH`].
+async fn peak_rss_kib(pid: u32) -> u64 {
+    let end = Instant::now() + WATCH;
+    let mut peak = rss_kib(pid);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(rss_kib(pid));
+    }
+    peak
+}
+
+/// A whole `GET /chain`, read to the end (what any honest client does).
+async fn read_whole_chain(addr: SocketAddr) -> serde_json::Value {
+    let body: serde_json::Value = reqwest::get(format!("http://{addr}/chain"))
+        .await
+        .expect("GET /chain")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["length"], BLOCKS + 1);
+    body
+}
+
+#[tokio::test]
+async fn stats_requests_that_are_never_read_do_not_grow_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    write_big_chain(&data);
+    let server = spawn(&data);
+    let pid = server.child.id();
+    // Warm up: one stats answer read in full, so that the baseline has served one.
+    let (mut ws, _) = Ws::connect_and_greet(&format!("ws://{}/ws", server.addr)).await;
+    ws.send_text(r#"{"type":"stats"}"#).await;
+    let stats = ws.recv().await;
+    assert_eq!(stats["type"], "stats");
+    let stats_bytes = stats.to_string().len();
+    assert!(stats_bytes < 64 * 1024, "a stats answer is {stats_bytes} bytes");
+    let baseline = rss_kib(pid);
+
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        let (mut stream, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+            .await
+            .expect("connect");
+        for _ in 0..200 {
+            stream.feed(Message::text(r#"{"type":"stats"}"#)).await.expect("send");
+        }
+        stream.flush().await.expect("flush");
+        silent.push(stream);
+    }
+    let peak = peak_rss_kib(pid).await;
+    let growth = peak.saturating_sub(baseline);
+    eprintln!("stats attack: RSS {baseline} KiB before, peak {peak} KiB (+{growth} KiB)");
+    assert!(
+        growth < RSS_GROWTH_BOUND_KIB,
+        "4 non-reading stats clients grew the server by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB})"
+    );
+    // The server still answers.
+    read_whole_chain(server.addr).await;
+    drop(silent);
+}
+
+#[tokio::test]
+async fn slow_chain_readers_do_not_grow_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    write_big_chain(&data);
+    let server = spawn(&data);
+    let pid = server.child.id();
+    let addr = server.addr;
+    // Warm up: the whole chain read once, as any client does.
+    let chain = read_whole_chain(addr).await;
+    let chain_bytes = chain.to_string().len();
+    assert!(chain_bytes > 4_000_000, "the test chain is {chain_bytes} bytes");
+    let baseline = rss_kib(pid);
+
+    // Sixty readers that take the first bytes of the answer and then stop reading.
+    let readers = tokio::task::spawn_blocking(move || {
+        (0..60)
+            .map(|_| {
+                let mut stream = TcpStream::connect(addr).expect("connect");
+                stream.write_all(b"GET /chain HTTP/1.1\r\nhost: x\r\n\r\n").expect("send");
+                let mut first = [0u8; 1024];
+                stream.set_read_timeout(Some(HANG_GUARD)).expect("timeout");
+                let n = stream.read(&mut first).expect("the answer starts");
+                assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+                stream
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("readers connect");
+    let peak = peak_rss_kib(pid).await;
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "chain attack ({chain_bytes} bytes): RSS {baseline} KiB before, peak {peak} KiB (+{growth} KiB)"
+    );
+    assert!(
+        growth < RSS_GROWTH_BOUND_KIB,
+        "60 slow /chain readers grew the server by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB})"
+    );
+    // The server still answers, the whole chain included.
+    assert_eq!(read_whole_chain(addr).await, chain);
+    drop(readers);
+}
+
+#[tokio::test]
+async fn connections_over_the_global_cap_get_a_json_503() {
+    const CAP: usize = 5;
+    let limits = Limits { max_conns: CAP, ..Limits::default() };
+    let server = Server::start_with(2, limits).await;
+    let mut open = Vec::new();
+    for _ in 0..CAP {
+        open.push(Ws::connect_and_greet(&server.ws_url()).await.0);
+    }
+    let refused = reqwest::get(server.url("/last_block")).await.expect("an answer");
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = refused.json().await.expect("a JSON body");
+    let message = body["message"].as_str().expect("a message");
+    assert!(message.contains("limit of 5 open connections"), "{message}");
+
+    // A slot comes back when a connection closes.
+    open.pop().expect("one").close().await;
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let answer = reqwest::get(server.url("/last_block")).await.expect("an answer");
+        if answer.status().is_success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
