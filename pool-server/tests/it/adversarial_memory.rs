@@ -38,9 +38,9 @@ const WATCH: Duration = Duration::from_secs(3);
 /// Writes a chain of big blocks into `data_dir` (mined at difficulty 1, as the server will check).
 fn write_big_chain(data_dir: &Path) {
     let difficulty = Difficulty::new(1).expect("in range");
+    // A new store holds its genesis block already.
     let mut store = Store::open(data_dir).expect("open the store");
-    let mut last = Block::genesis(1_700_000_000.5);
-    store.append_block(&last, None).expect("store genesis");
+    let mut last = store.load_blocks().expect("read").pop().expect("the genesis block").block;
     for index in 2..=BLOCKS + 1 {
         let string = last.block_string();
         let proof = (0..).find(|p| difficulty.is_valid_proof(&string, *p)).expect("a proof");
@@ -54,7 +54,7 @@ fn write_big_chain(data_dir: &Path) {
         transactions.push(Transaction::reward(&format!("miner-{index}")));
         let block = Block {
             index,
-            timestamp: 1_700_000_000.5 + index as f64,
+            timestamp: last.timestamp + 1.0,
             transactions,
             proof,
             previous_hash: last.hash().to_hex(),
