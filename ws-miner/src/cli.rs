@@ -66,7 +66,9 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub nice: u8,
 
-    /// SHA-256 kernel: auto (the fastest this CPU has), avx512, sha-ni, avx2 or portable.
+    /// SHA-256 kernel: auto (the fastest of those this CPU runs, measured at start-up for a few
+    /// ms and printed to stderr), avx512, sha-ni (its fastest width here), sha-ni-x2,
+    /// sha-ni-x3, sha-ni-x4, avx2 or portable.
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub kernel: String,
 
@@ -144,6 +146,9 @@ impl Cli {
     /// No id (neither `--id` nor `my_id.txt`), an unusable id, URL, zero count or thread count.
     pub fn into_config(self, cwd: &Path) -> Result<Config, ConfigError> {
         let kernel = self.kernel()?;
+        if self.kernel == "auto" && !self.quiet {
+            eprintln!("ws-miner: kernel {}", Kernel::calibration());
+        }
         let id = match self.id {
             Some(id) => id,
             None => {
@@ -194,7 +199,7 @@ impl Cli {
 }
 
 impl Cli {
-    /// Returns the kernel `--kernel` names: `auto` is the fastest this CPU has.
+    /// Returns the kernel `--kernel` names: `auto` is the one that measures fastest here.
     ///
     /// # Errors
     /// An unknown name, or a kernel this CPU cannot run.

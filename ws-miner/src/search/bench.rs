@@ -90,6 +90,7 @@ pub fn run(opts: &BenchOptions, out: &mut impl Write) -> anyhow::Result<()> {
         block_string.len() % 64,
         opts.seconds
     )?;
+    writeln!(out, "auto chooses {}", Kernel::calibration())?;
     writeln!(
         out,
         "{:<10} {:>7} {:>14} {:>14} {:>10}",

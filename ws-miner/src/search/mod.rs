@@ -5,15 +5,16 @@
 //! One attempt costs one SHA-256 compression: the prefix's full blocks are hashed once per job,
 //! proofs get a digit count that puts their changing digits and the padding in one final block,
 //! and the rounds before the changing digits run once per thousand attempts (see `layout`).
-//! The compressions run in the fastest [`Kernel`] the CPU has (AVX-512, SHA-NI, AVX2 or plain
-//! Rust), chosen at run time. Workers scan disjoint proof ranges and look at the stop flag every
-//! [`CHECK_EVERY`] attempts.
+//! The compressions run in the [`Kernel`] (AVX-512, SHA-NI at one of three widths, AVX2 or plain
+//! Rust) that measures fastest on this CPU, chosen at run time ([`Calibration`]). Workers scan
+//! disjoint proof ranges and look at the stop flag every [`CHECK_EVERY`] attempts.
 //!
 //! # Layout
 //! - `layout`: where the digits go, the per-slow-step precomputation, range scans.
-//! - `kernel`: [`Kernel`] and its run-time choice, gated by `selftest` (a kernel must find
-//!   exactly what the plain hash finds on known ranges before it is used); `sha`: the scalar rounds and the portable
-//!   kernel; `shani`, `avx2`, `avx512`: the SIMD kernels (the only `unsafe` code).
+//! - `kernel`: [`Kernel`]; `calibrate`: its run-time choice by a few milliseconds of timing,
+//!   gated by `selftest` (a kernel must find exactly what the plain hash finds on known ranges
+//!   before it is used); `sha`: the scalar rounds and the portable kernel; `shani`, `avx2`,
+//!   `avx512`: the SIMD kernels (the only `unsafe` code, with the thread clock in `calibrate`).
 //! - [`bench`]: the attempts/s measurement behind `--bench`.
 
 #[cfg(target_arch = "x86_64")]
@@ -21,6 +22,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod bench;
+mod calibrate;
 mod kernel;
 mod layout;
 pub mod priority;
@@ -31,6 +33,7 @@ mod shani;
 #[cfg(test)]
 mod tests;
 
+pub use calibrate::Calibration;
 pub use kernel::Kernel;
 pub use layout::MAX_PROOF;
 
@@ -42,8 +45,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// shared attempt counter, which it makes every this many attempts or a few hundred more).
 /// About 10 µs of one core with SHA-NI: a worker stops within that much work of the flag, and
 /// an attempt count read at any moment lags by less than twice this much per worker. A multiple
-/// of every kernel's width (3 SHA-NI candidates, 8 and 16 SIMD lanes), so that a kernel call of
-/// this many attempts fills every lane it hashes.
+/// of every kernel's width ([`Kernel::width`]: 2, 3 or 4 SHA-NI candidates, 8 and 16 SIMD
+/// lanes), so that a kernel call of this many attempts fills every lane it hashes.
 pub const CHECK_EVERY: u64 = 240;
 const _: () =
     assert!(CHECK_EVERY.is_multiple_of(48), "CHECK_EVERY must be a multiple of 3 and of 16");

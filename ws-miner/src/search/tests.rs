@@ -162,10 +162,51 @@ fn kernel_names_round_trip_and_detection_picks_an_available_one() {
     for kernel in Kernel::ALL {
         assert_eq!(Kernel::from_name(kernel.name()), Some(kernel));
         assert_eq!(Searcher::with_kernel(kernel, 1).is_ok(), kernel.is_available());
+        assert!(CHECK_EVERY.is_multiple_of(kernel.width() as u64), "{kernel}");
     }
     assert!(Kernel::detect().is_available());
-    assert_eq!(Kernel::available().first(), Some(&Kernel::detect()));
     assert!(Kernel::available().contains(&Kernel::Portable));
+    let sha_ni = Kernel::from_name(Kernel::SHA_NI).expect("sha-ni names a kernel");
+    assert!(matches!(sha_ni, Kernel::ShaNi2 | Kernel::ShaNi3 | Kernel::ShaNi4), "{sha_ni}");
+    assert_eq!(Kernel::from_name("md5"), None);
+}
+
+#[test]
+fn auto_chooses_the_fastest_measured_kernel_among_those_that_pass_the_self_test() {
+    let calibration = Kernel::calibration();
+    let measured: Vec<Kernel> = calibration.rates.iter().map(|(k, _)| *k).collect();
+    // Every kernel this CPU runs is either measured or reported as failing its self-test.
+    let mut accounted = measured.clone();
+    accounted.extend(&calibration.failed);
+    accounted.sort_by_key(|k| k.name());
+    let mut available = Kernel::available();
+    available.sort_by_key(|k| k.name());
+    assert_eq!(accounted, available);
+    assert!(measured.contains(&Kernel::Portable));
+    for (kernel, rate) in &calibration.rates {
+        assert!(*rate > 0.0, "{kernel}: {rate}");
+        assert!(*kernel == Kernel::Portable || kernel.passes_self_test(), "{kernel}");
+        // The choice is the highest figure (no fixed order decides it).
+        assert!(*rate <= calibration.rate(calibration.chosen).unwrap_or(0.0), "{kernel}");
+    }
+    assert_eq!(Kernel::detect(), calibration.chosen);
+    if let Some(fastest) = calibration.fastest_sha_ni() {
+        assert_eq!(Kernel::from_name(Kernel::SHA_NI), Some(fastest));
+    }
+    // The printed reason names the choice and every figure behind it.
+    let line = calibration.to_string();
+    assert!(line.starts_with(calibration.chosen.name()), "{line}");
+    for kernel in measured {
+        assert!(line.contains(&format!(" {kernel} ")), "{kernel} missing from {line}");
+    }
+}
+
+#[test]
+fn a_fresh_calibration_measures_every_kernel_that_passes() {
+    // Independent of the process-wide one: one round of a short slice each.
+    let fresh = calibrate::measure(1, std::time::Duration::from_micros(200));
+    assert_eq!(fresh.rates.len() + fresh.failed.len(), Kernel::available().len());
+    assert!(fresh.rates.iter().any(|(k, _)| *k == fresh.chosen));
 }
 
 #[test]
