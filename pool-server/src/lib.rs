@@ -99,7 +99,11 @@ pub async fn run(
     let data_dir = config.data_dir.clone();
     let difficulty = config.difficulty;
     let ledger = tokio::task::spawn_blocking(move || {
-        ledger::Ledger::open(store::Store::open(&data_dir)?, difficulty)
+        let open = || ledger::Ledger::open(store::Store::open(&data_dir)?, difficulty);
+        // Whatever fails, the message names the database it was about.
+        open().with_context(|| {
+            format!("cannot use the chain in {}", data_dir.join(store::DB_FILE).display())
+        })
     })
     .await
     .context("opening the chain")??;

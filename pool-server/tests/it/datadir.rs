@@ -191,7 +191,8 @@ fn an_unfinished_new_database_is_replaced_by_a_new_chain() {
 
 /// Runs the binary on `data` with `read_only` bind-mounted read-only in a private mount
 /// namespace (`unshare`), which stops root too; returns its exit code and stderr, or `None`
-/// where user namespaces are not available.
+/// where user namespaces are not available. With `REQUIRE_NAMESPACES` set (CI sets it), their
+/// absence fails the test instead.
 fn run_read_only(data: &Path, read_only: &Path) -> Option<(i32, String)> {
     let available = Command::new("unshare")
         .args(["-rm", "true"])
@@ -199,6 +200,10 @@ fn run_read_only(data: &Path, read_only: &Path) -> Option<(i32, String)> {
         .status()
         .is_ok_and(|s| s.success());
     if !available {
+        assert!(
+            std::env::var_os("REQUIRE_NAMESPACES").is_none(),
+            "REQUIRE_NAMESPACES is set but `unshare -rm` (user namespaces) is not available"
+        );
         eprintln!("skipped: `unshare -rm` (user namespaces) is not available here");
         return None;
     }
