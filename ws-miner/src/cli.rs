@@ -71,6 +71,11 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub kernel: String,
 
+    /// Do not ask the server for the id's balance (`GET /balance/{id}`) after a win and for
+    /// the summary.
+    #[arg(long)]
+    pub no_balance: bool,
+
     /// Measure attempts/s of every kernel this CPU has (one thread, then --threads or every
     /// core) next to a course-style Python miner, print the table and exit. Needs no server.
     #[arg(long)]
@@ -116,6 +121,9 @@ pub struct Config {
     pub backoff: BackoffPolicy,
     /// How often HTTP mode polls `GET /last_block`.
     pub poll_interval: Duration,
+    /// Ask the server for the id's balance after a win and for the summary (`--no-balance`
+    /// turns it off).
+    pub server_balance: bool,
 }
 
 impl Config {
@@ -134,6 +142,7 @@ impl Config {
             nice: 0,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
+            server_balance: true,
         }
     }
 }
@@ -191,6 +200,7 @@ impl Cli {
             nice: self.nice,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
+            server_balance: !self.no_balance,
         })
     }
 }

@@ -12,19 +12,24 @@ use std::collections::VecDeque;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::backoff::Backoff;
+use crate::balance::BalanceProbe;
 use crate::cli::Config;
 use crate::error::Outcome;
+use crate::http_body::bytes_text;
 use crate::job::{Dialect, Work, block_proof};
+use crate::limits::{MAX_WS_MESSAGE_BYTES, SHUTDOWN_GRACE};
 use crate::miner::{Arrival, Found, Miner};
-use crate::output::{Event, Reporter};
+use crate::net;
+use crate::output::{Event, Reporter, forged};
+use crate::untrusted::preview;
 
 /// How long a connection attempt (TCP + WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +42,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the live status line is refreshed.
 pub(crate) const STATUS_EVERY: Duration = Duration::from_millis(250);
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<net::Stream>;
 
 /// What the WebSocket and HTTP sessions share: the configuration, the search and the stop signal.
 pub(crate) struct Ctx {
@@ -47,11 +52,20 @@ pub(crate) struct Ctx {
     pub shutdown: watch::Receiver<bool>,
     /// `--once`: the block this run is about, once a search has started on it.
     pub once_block: Option<Arc<Work>>,
+    /// Asks the server for the id's balance after each win; `None` with `--no-balance`.
+    pub balance: Option<BalanceProbe>,
+    /// True once a connection to the server worked (the summary then asks for the balance).
+    pub reached: bool,
+    /// Ctrl-C came while proofs were in flight: only their answers are awaited now.
+    pub draining: bool,
 }
 
 impl Ctx {
     /// Starts a search on `work`, unless `--once` already has its block.
     pub(crate) fn start(&mut self, work: Arc<Work>) {
+        if self.draining {
+            return;
+        }
         if self.config.once {
             if self.once_block.is_some() {
                 return;
@@ -61,20 +75,32 @@ impl Ctx {
         self.miner.start(work);
     }
 
-    /// Counts the server's verdict on `found` and reports it: a win with the running coin total,
-    /// or a rejection with its reason. Both transports judge alike from here on.
-    pub(crate) fn judged(&mut self, found: &Found, verdict: Verdict, message: String) {
+    /// Counts the server's verdict on `found` and reports it: a win with the running coin total
+    /// (and then the server's balance), or a rejection with its reason. `won` is the number of
+    /// the block the server says it forged, when it says. Both transports judge alike from here.
+    pub(crate) fn judged(
+        &mut self,
+        found: &Found,
+        verdict: Verdict,
+        message: String,
+        won: Option<u64>,
+    ) {
         let (index, proof) = (found.work.index, found.proof);
         match verdict {
             Verdict::Accepted => {
                 let coins = self.miner.won();
-                self.reporter.emit(Event::Accepted { index, proof, message, coins });
+                let block = won.or_else(|| forged(index));
+                self.reporter.emit(Event::Accepted { index, block, proof, message, coins });
+                if let Some(balance) = self.balance.as_mut() {
+                    balance.after_win(coins, &self.reporter);
+                }
             }
             Verdict::Stale | Verdict::Invalid => {
                 let stale = verdict == Verdict::Stale;
                 self.miner.rejected(stale);
                 let reason = if stale { "stale" } else { "invalid" };
-                self.reporter.emit(Event::Rejected { index, proof, reason, message });
+                let block = forged(index);
+                self.reporter.emit(Event::Rejected { index, block, proof, reason, message });
             }
         }
     }
@@ -140,28 +166,45 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut status = interval(STATUS_EVERY);
     let show_status = ctx.reporter.has_status_line();
+    // After Ctrl-C with proofs in flight: when to stop waiting for their answers.
+    let mut grace_until = Instant::now();
     loop {
+        if ctx.draining && (proofs.awaiting.is_empty() || conn.is_none()) {
+            return WsEnd::Done(Outcome::Interrupted);
+        }
         tokio::select! {
-            () = stopped(&mut shutdown) => return WsEnd::Done(Outcome::Interrupted),
+            () = stopped(&mut shutdown), if !ctx.draining => {
+                if conn.is_none() || proofs.awaiting.is_empty() {
+                    return WsEnd::Done(Outcome::Interrupted);
+                }
+                // A proof is being judged: its answer may be a win. Stop the search and wait a
+                // little (SHUTDOWN_GRACE) for the answers, so that the summary counts them.
+                ctx.draining = true;
+                ctx.miner.halt().await;
+                grace_until = Instant::now() + SHUTDOWN_GRACE;
+            }
+            () = sleep_until(grace_until), if ctx.draining => return WsEnd::Done(Outcome::Interrupted),
             () = sleep_until(retry_at), if conn.is_none() => {
                 let attempt = tokio::select! {
-                    r = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url.as_str())) => r,
+                    r = timeout(CONNECT_TIMEOUT, connect(url)) => r,
                     () = stopped(&mut shutdown) => return WsEnd::Done(Outcome::Interrupted),
                 };
                 let error = match attempt {
-                    Ok(Ok((ws, _response))) => {
+                    Ok(Ok(ws)) => {
                         conn = Some(ws);
                         last_read = Instant::now();
+                        ctx.reached = true;
                         ctx.reporter.emit(Event::Connected { url: url.to_string(), protocol: "websocket" });
                         continue;
                     }
-                    Ok(Err(tungstenite::Error::Http(response))) if fallback => {
+                    Ok(Err(ConnectError::Status(status))) if fallback => {
                         ctx.reporter.emit(Event::FallbackToHttp {
-                            reason: format!("{url} answered HTTP {}", response.status()),
+                            reason: format!("{url} answered HTTP {status}"),
                         });
                         return WsEnd::Fallback;
                     }
-                    Ok(Err(e)) => describe_ws_error(&e),
+                    Ok(Err(ConnectError::Status(status))) => describe_status(url, status),
+                    Ok(Err(ConnectError::Other(e))) => e,
                     Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
                 };
                 let delay = backoff.next_delay();
@@ -256,10 +299,68 @@ fn lose(
     ctx.reporter.emit(Event::Disconnected { reason });
 }
 
+/// Why a WebSocket connection could not be opened.
+enum ConnectError {
+    /// The server answered the upgrade with a plain HTTP status.
+    Status(tungstenite::http::StatusCode),
+    /// Anything else, in one line.
+    Other(String),
+}
+
+/// The limits the miner reads WebSocket messages under: see [`MAX_WS_MESSAGE_BYTES`].
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_WS_MESSAGE_BYTES))
+}
+
+/// Opens the connection (an unknown host is said so) and makes the WebSocket handshake.
+async fn connect(url: &Url) -> Result<Ws, ConnectError> {
+    let stream = net::open(url).await.map_err(ConnectError::Other)?;
+    match tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config())).await
+    {
+        Ok((ws, _response)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => Err(ConnectError::Status(response.status())),
+        Err(e) => Err(ConnectError::Other(describe_ws_error(&e))),
+    }
+}
+
+/// Explains an HTTP status answered to the upgrade; a 404 names the path a pool-server uses.
+fn describe_status(url: &Url, status: tungstenite::http::StatusCode) -> String {
+    if status != tungstenite::http::StatusCode::NOT_FOUND {
+        return format!("HTTP {status}");
+    }
+    let mut right = url.clone();
+    right.set_path("/ws");
+    right.set_query(None);
+    if url.path() == "/ws" {
+        let mut http = right.clone();
+        let _ = http.set_scheme(if url.scheme() == "wss" { "https" } else { "http" });
+        http.set_path("/");
+        format!(
+            "HTTP {status}: no WebSocket endpoint at /ws; a course server has none: for its HTTP \
+             API use {http}"
+        )
+    } else {
+        format!(
+            "HTTP {status}: no WebSocket endpoint at {}; a pool-server's is /ws: try {right}",
+            url.path()
+        )
+    }
+}
+
 fn describe_ws_error(e: &tungstenite::Error) -> String {
     match e {
         tungstenite::Error::Io(io) => io.to_string(),
         tungstenite::Error::Http(response) => format!("HTTP {}", response.status()),
+        tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong {
+            size,
+            max_size,
+        }) => format!(
+            "the server sent a message of {size} bytes or more, over the {} the miner reads \
+             (a pool-server's blocks are far smaller)",
+            bytes_text(*max_size)
+        ),
         other => other.to_string(),
     }
 }
@@ -320,19 +421,21 @@ async fn handle_text(
                     }
                     proofs.awaiting.push_back(found);
                 } else if carries_our_proof(&block, found.proof, &ctx.config.id) {
-                    let coins = ctx.miner.won();
-                    ctx.reporter.emit(Event::Accepted {
-                        index: found.work.index,
-                        proof: found.proof,
-                        message: "won: the next block carries our proof".into(),
-                        coins,
-                    });
+                    ctx.judged(
+                        &found,
+                        Verdict::Accepted,
+                        "the next block carries our proof".into(),
+                        block_index(&block),
+                    );
                     if let Some(outcome) = ctx.once_after_result(true) {
                         return Step::End(outcome);
                     }
                 } else {
-                    ctx.reporter
-                        .emit(Event::ProofDropped { index: found.work.index, proof: found.proof });
+                    ctx.reporter.emit(Event::ProofDropped {
+                        index: found.work.index,
+                        block: forged(found.work.index),
+                        proof: found.proof,
+                    });
                     if let Some(outcome) = ctx.once_after_result(false) {
                         return Step::End(outcome);
                     }
@@ -354,7 +457,7 @@ async fn handle_text(
             }
             ctx.start(work);
         }
-        ServerMessage::Result { accepted, message, reason, index: _ } => {
+        ServerMessage::Result { accepted, message, reason, index } => {
             let Some(found) = proofs.awaiting.pop_front() else {
                 ctx.reporter.emit(Event::Ignored {
                     what: format!("a result for no proof of ours: {}", preview(text)),
@@ -366,7 +469,10 @@ async fn handle_text(
                 (false, Some(protocol::RejectReason::Stale)) => Verdict::Stale,
                 (false, _) => Verdict::Invalid,
             };
-            ctx.judged(&found, verdict, message);
+            // After a win the server's last block is the one our proof forged.
+            // (A server that leaves `index` out gets it parsed as 0: unknown.)
+            let won = (verdict == Verdict::Accepted && index > 0).then_some(index);
+            ctx.judged(&found, verdict, message, won);
             if let Some(outcome) = ctx.once_after_result(accepted) {
                 return Step::End(outcome);
             }
@@ -379,13 +485,7 @@ async fn handle_text(
             ctx.reporter.emit(Event::ServerError { message: message.clone() });
             // An error while a proof is being judged is the server's answer to that proof.
             if let Some(found) = proofs.awaiting.pop_front() {
-                ctx.miner.rejected(false);
-                ctx.reporter.emit(Event::Rejected {
-                    index: found.work.index,
-                    proof: found.proof,
-                    reason: "invalid",
-                    message,
-                });
+                ctx.judged(&found, Verdict::Invalid, message, None);
                 if let Some(outcome) = ctx.once_after_result(false) {
                     return Step::End(outcome);
                 }
@@ -423,12 +523,7 @@ pub(crate) fn carries_our_proof(block: &Value, proof: u64, id: &str) -> bool {
         })
 }
 
-/// Shortens untrusted text for a one-line report.
-pub(crate) fn preview(text: &str) -> String {
-    const MAX: usize = 80;
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    match one_line.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{:?}…", &one_line[..cut]),
-        None => format!("{one_line:?}"),
-    }
+/// Returns a block's `index`, when it has one.
+fn block_index(block: &Value) -> Option<u64> {
+    block.get("index").and_then(Value::as_u64)
 }

@@ -4,5 +4,6 @@
 mod cli;
 mod course;
 mod e2e;
+mod hardening;
 mod support;
 mod ws;
