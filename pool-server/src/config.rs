@@ -11,6 +11,7 @@ use clap::Parser;
 use protocol::Difficulty;
 
 use crate::serve::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS_PER_IP, Limits};
+use crate::tls::TlsFiles;
 
 /// The default address to listen on: loopback only, so a fresh checkout is not exposed.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -46,6 +47,12 @@ pub struct Cli {
     /// Seconds a client has to send a request's headers before it is disconnected.
     #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     pub header_timeout: u64,
+    /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The server's validated settings.
@@ -59,12 +66,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Connection limits.
     pub limits: Limits,
+    /// The certificate and key of `--tls-cert`/`--tls-key`: HTTPS and WSS; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
     /// Returns a config with the default connection limits.
     pub fn new(listen: SocketAddr, difficulty: Difficulty, data_dir: PathBuf) -> Self {
-        Config { listen, difficulty, data_dir, limits: Limits::default() }
+        Config { listen, difficulty, data_dir, limits: Limits::default(), tls: None }
     }
 }
 
@@ -104,6 +113,7 @@ impl Cli {
                 max_conns_per_ip: self.max_conns_per_ip,
                 header_read_timeout: Duration::from_secs(self.header_timeout),
             },
+            tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         })
     }
 }

@@ -114,6 +114,16 @@ fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
+        // rustls' error comes wrapped in an io::Error, whose `source` skips it.
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return crate::tls::describe(tls);
+        }
         text = cause.to_string();
         source = cause.source();
     }
@@ -130,16 +140,19 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// Mines on a course HTTP server under `base` until the run ends.
 pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
-    let client =
-        match Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(REQUEST_TIMEOUT).build() {
-            Ok(client) => client,
-            Err(e) => {
-                ctx.reporter.emit(Event::ServerError {
-                    message: format!("cannot build an HTTP client: {e}"),
-                });
-                return Outcome::Lost;
-            }
-        };
+    let builder = Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(REQUEST_TIMEOUT);
+    let builder = match &ctx.config.tls {
+        Some(tls) => builder.use_preconfigured_tls((**tls).clone()),
+        None => builder,
+    };
+    let client = match builder.build() {
+        Ok(client) => client,
+        Err(e) => {
+            ctx.reporter
+                .emit(Event::ServerError { message: format!("cannot build an HTTP client: {e}") });
+            return Outcome::Lost;
+        }
+    };
     let course = Course { client, base: base.clone() };
     let mut choice = match ctx.config.dialect {
         Some(d) => DialectChoice::Fixed(d),

@@ -12,6 +12,7 @@
 //! - [`untrusted`]: server text made safe to print (the reporter sanitises every event).
 //! - `net`, `http_body`, `balance` (private): opening connections, reading bounded HTTP
 //!   bodies, the id's balance on the server.
+//! - [`tls`]: TLS for `wss://` and `https://` (rustls; the system's roots plus `--ca`).
 //! - [`search`]: the proof search (the hot loop), behind one small interface.
 
 pub mod backoff;
@@ -27,6 +28,7 @@ mod net;
 pub mod output;
 pub mod search;
 mod session;
+pub mod tls;
 pub mod untrusted;
 
 pub use cli::{Cli, Config, Endpoint};
@@ -40,6 +42,15 @@ use crate::balance::BalanceProbe;
 use crate::miner::Miner;
 use crate::search::Searcher;
 use crate::session::{Ctx, WsEnd, mine_ws};
+
+/// Returns an HTTP client with the run's TLS settings (the system's roots plus `--ca`).
+pub(crate) fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    match &config.tls {
+        Some(tls) => builder.use_preconfigured_tls((**tls).clone()).build(),
+        None => builder.build(),
+    }
+}
 
 /// Mines as `config` says until `shutdown` resolves (or, with `--once`, until the first block
 /// is decided), then stops the workers, reports the summary and returns how the run ended.
@@ -62,8 +73,7 @@ pub async fn run(
     let miner = Miner::new(searcher, reporter.clone());
     let endpoint = config.endpoint.clone();
     let balance = if config.server_balance {
-        reqwest::Client::builder()
-            .build()
+        http_client(&config)
             .ok()
             .and_then(|client| BalanceProbe::new(&endpoint, &config.id, client))
     } else {

@@ -1,6 +1,8 @@
 //! Opening a connection to a server: resolve the host (an unknown host is said so), connect
-//! over TCP to the first address that answers.
+//! over TCP to the first address that answers, and for `wss://`/`https://` make the TLS
+//! handshake.
 
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use url::Url;
@@ -12,11 +14,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// An open connection to a server.
 pub(crate) type Stream = Box<dyn Io>;
 
-/// Resolves `url`'s host and connects to it.
+/// Resolves `url`'s host and connects to it, over TLS (with `tls`) for `wss://` and `https://`.
 ///
 /// # Errors
-/// One line: "unknown host …" when the name does not resolve, else the connect error.
-pub(crate) async fn open(url: &Url) -> Result<Stream, String> {
+/// One line: "unknown host …" when the name does not resolve, an untrusted certificate, else
+/// the connect error.
+pub(crate) async fn open(
+    url: &Url,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<Stream, String> {
+    let secure = matches!(url.scheme(), "wss" | "https");
     let host = url.host_str().ok_or_else(|| format!("{url} has no host"))?;
     let port = url.port_or_known_default().ok_or_else(|| format!("{url} has no port"))?;
     // `host_str` keeps an IPv6 literal's brackets, which the resolver does not take.
@@ -34,7 +41,11 @@ pub(crate) async fn open(url: &Url) -> Result<Stream, String> {
             Ok(tcp) => {
                 // Proofs and blocks are small: send them at once.
                 let _ = tcp.set_nodelay(true);
-                return Ok(Box::new(tcp));
+                if !secure {
+                    return Ok(Box::new(tcp));
+                }
+                let tls = tls.ok_or_else(|| format!("{url}: TLS is not set up"))?;
+                return Ok(Box::new(crate::tls::connect(tls, name, tcp).await?));
             }
             Err(e) => last = Some(format!("{addr}: {e}")),
         }

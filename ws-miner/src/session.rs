@@ -186,7 +186,7 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
             () = sleep_until(grace_until), if ctx.draining => return WsEnd::Done(Outcome::Interrupted),
             () = sleep_until(retry_at), if conn.is_none() => {
                 let attempt = tokio::select! {
-                    r = timeout(CONNECT_TIMEOUT, connect(url)) => r,
+                    r = timeout(CONNECT_TIMEOUT, connect(url, ctx.config.tls.as_ref())) => r,
                     () = stopped(&mut shutdown) => return WsEnd::Done(Outcome::Interrupted),
                 };
                 let error = match attempt {
@@ -315,8 +315,8 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Opens the connection (an unknown host is said so) and makes the WebSocket handshake.
-async fn connect(url: &Url) -> Result<Ws, ConnectError> {
-    let stream = net::open(url).await.map_err(ConnectError::Other)?;
+async fn connect(url: &Url, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Ws, ConnectError> {
+    let stream = net::open(url, tls).await.map_err(ConnectError::Other)?;
     match tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config())).await
     {
         Ok((ws, _response)) => Ok(ws),

@@ -28,7 +28,7 @@ fn no_id_is_a_usage_error_naming_both_ways() {
 fn bad_settings_are_usage_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     for args in [
-        &["--id", "a", "wss://example.com/ws"][..],
+        &["--id", "a", "--ca", "/nonexistent/ca.pem"][..],
         &["--id", "a", "ftp://example.com"],
         &["--id", "a", "--threads", "0"],
         &["--id", "a", "--zeros", "0"],

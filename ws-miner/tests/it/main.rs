@@ -6,4 +6,5 @@ mod course;
 mod e2e;
 mod hardening;
 mod support;
+mod tls;
 mod ws;

@@ -245,14 +245,25 @@ pub struct Pool {
 
 impl Pool {
     pub async fn start(zeros: u64) -> Self {
+        Self::start_with(zeros, None).await
+    }
+
+    /// Starts a server that serves HTTPS and WSS with `cert` and `key` (PEM files).
+    pub async fn start_tls(zeros: u64, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let files = pool_server::tls::TlsFiles { cert: cert.to_owned(), key: key.to_owned() };
+        Self::start_with(zeros, Some(files)).await
+    }
+
+    async fn start_with(zeros: u64, tls: Option<pool_server::tls::TlsFiles>) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = pool_server::Config::new(
+        let mut config = pool_server::Config::new(
             addr,
             protocol::Difficulty::new(zeros).expect("in range"),
             data.path().to_path_buf(),
         );
+        config.tls = tls;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(pool_server::run(listener, config, async {
             let _ = stopped.await;
