@@ -16,13 +16,13 @@ use tokio::time::{Instant, interval, sleep_until};
 use url::Url;
 
 use crate::backoff::Backoff;
+use crate::driver::{Ctx, STATUS_EVERY, Verdict, carries_our_proof, stopped};
 use crate::error::Outcome;
 use crate::http_body::read_capped;
 use crate::job::{Dialect, Work, detect_dialect, extract_block, extract_chain, says_forged};
 use crate::limits::{MAX_HTTP_BODY_BYTES, SHUTDOWN_GRACE};
 use crate::miner::Found;
-use crate::output::{Event, forged};
-use crate::session::{Ctx, STATUS_EVERY, Verdict, carries_our_proof, stopped};
+use crate::output::Event;
 use crate::untrusted::preview;
 
 /// How long one HTTP request may take.
@@ -226,26 +226,13 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                         }
                         continue;
                     }
-                    ctx.reporter.emit(Event::ProofDropped {
-                        index: found.work.index,
-                        block: forged(found.work.index),
-                        proof: found.proof,
-                    });
-                    if let Some(outcome) = ctx.once_after_result(false) {
+                    if let Some(outcome) = ctx.settle(&found, &block) {
                         return outcome;
                     }
                 }
-                match ctx.miner.current() {
-                    Some(current) if **current == *work => continue,
-                    Some(_) => {
-                        ctx.miner.abort(work.index, arrival).await;
-                        if let Some(outcome) = ctx.once_after_abort() {
-                            return outcome;
-                        }
-                    }
-                    None => {}
+                if let Some(outcome) = ctx.follow(work, arrival).await {
+                    return outcome;
                 }
-                ctx.start(work);
             }
             found = ctx.miner.found() => {
                 // Ctrl-C while the proof is being judged waits SHUTDOWN_GRACE for the answer,

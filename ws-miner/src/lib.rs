@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line and its validation into a [`Config`].
+//! - `driver` (private): the mining rules both transports follow (which block, abort, proofs
+//!   whose block is gone, verdicts, `--once`); neither transport imports the other.
 //! - [`session`] (private): the WebSocket session with pushed work and reconnects.
 //! - [`http`] (private): the course HTTP protocol (polling `/last_block`, `POST /mine`).
 //! - [`job`]: block extraction, dialects, success detection: pure functions over JSON.
@@ -18,6 +20,7 @@
 pub mod backoff;
 mod balance;
 pub mod cli;
+mod driver;
 pub mod error;
 mod http;
 mod http_body;
@@ -39,9 +42,10 @@ use std::future::Future;
 use tokio::sync::watch;
 
 use crate::balance::BalanceProbe;
+use crate::driver::Ctx;
 use crate::miner::Miner;
 use crate::search::Searcher;
-use crate::session::{Ctx, WsEnd, mine_ws};
+use crate::session::{WsEnd, mine_ws};
 
 /// Returns an HTTP client with the run's TLS settings (the system's roots plus `--ca`).
 pub(crate) fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {

@@ -7,12 +7,10 @@
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientMessage, ProofSubmission, ServerMessage};
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -20,15 +18,14 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::balance::BalanceProbe;
-use crate::cli::Config;
+use crate::driver::{Ctx, STATUS_EVERY, Verdict, stopped};
 use crate::error::Outcome;
 use crate::http_body::bytes_text;
-use crate::job::{Dialect, Work, block_proof};
+use crate::job::{Dialect, Work};
 use crate::limits::{MAX_WS_MESSAGE_BYTES, SHUTDOWN_GRACE};
-use crate::miner::{Arrival, Found, Miner};
+use crate::miner::{Arrival, Found};
 use crate::net;
-use crate::output::{Event, Reporter, forged};
+use crate::output::Event;
 use crate::untrusted::preview;
 
 /// How long a connection attempt (TCP + WebSocket handshake) may take.
@@ -39,100 +36,8 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const READ_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long a single send may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the live status line is refreshed.
-pub(crate) const STATUS_EVERY: Duration = Duration::from_millis(250);
 
 type Ws = WebSocketStream<net::Stream>;
-
-/// What the WebSocket and HTTP sessions share: the configuration, the search and the stop signal.
-pub(crate) struct Ctx {
-    pub config: Config,
-    pub miner: Miner,
-    pub reporter: Reporter,
-    pub shutdown: watch::Receiver<bool>,
-    /// `--once`: the block this run is about, once a search has started on it.
-    pub once_block: Option<Arc<Work>>,
-    /// Asks the server for the id's balance after each win; `None` with `--no-balance`.
-    pub balance: Option<BalanceProbe>,
-    /// True once a connection to the server worked (the summary then asks for the balance).
-    pub reached: bool,
-    /// Ctrl-C came while proofs were in flight: only their answers are awaited now.
-    pub draining: bool,
-}
-
-impl Ctx {
-    /// Starts a search on `work`, unless `--once` already has its block.
-    pub(crate) fn start(&mut self, work: Arc<Work>) {
-        if self.draining {
-            return;
-        }
-        if self.config.once {
-            if self.once_block.is_some() {
-                return;
-            }
-            self.once_block = Some(work.clone());
-        }
-        self.miner.start(work);
-    }
-
-    /// Counts the server's verdict on `found` and reports it: a win with the running coin total
-    /// (and then the server's balance), or a rejection with its reason. `won` is the number of
-    /// the block the server says it forged, when it says. Both transports judge alike from here.
-    pub(crate) fn judged(
-        &mut self,
-        found: &Found,
-        verdict: Verdict,
-        message: String,
-        won: Option<u64>,
-    ) {
-        let (index, proof) = (found.work.index, found.proof);
-        match verdict {
-            Verdict::Accepted => {
-                let coins = self.miner.won();
-                let block = won.or_else(|| forged(index));
-                self.reporter.emit(Event::Accepted { index, block, proof, message, coins });
-                if let Some(balance) = self.balance.as_mut() {
-                    balance.after_win(coins, &self.reporter);
-                }
-            }
-            Verdict::Stale | Verdict::Invalid => {
-                let stale = verdict == Verdict::Stale;
-                self.miner.rejected(stale);
-                let reason = if stale { "stale" } else { "invalid" };
-                let block = forged(index);
-                self.reporter.emit(Event::Rejected { index, block, proof, reason, message });
-            }
-        }
-    }
-
-    /// Returns the outcome that ends a `--once` run after a search was aborted.
-    pub(crate) fn once_after_abort(&self) -> Option<Outcome> {
-        self.config.once.then_some(Outcome::Lost)
-    }
-
-    /// Returns the outcome that ends a `--once` run after the server judged its proof.
-    pub(crate) fn once_after_result(&self, accepted: bool) -> Option<Outcome> {
-        self.config.once.then_some(if accepted { Outcome::Won } else { Outcome::Lost })
-    }
-}
-
-/// The server's verdict on one of our proofs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// It won the block.
-    Accepted,
-    /// Someone else won the block first.
-    Stale,
-    /// It was not valid.
-    Invalid,
-}
-
-/// Resolves when the shutdown signal is set; never if its sender is gone.
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|stop| *stop).await.is_err() {
-        pending::<()>().await;
-    }
-}
 
 /// How the WebSocket session ended.
 pub(crate) enum WsEnd {
@@ -409,9 +314,8 @@ async fn handle_text(
             // The server works: the next failure starts the back-off from the beginning.
             backoff.reset();
             let dialect = ctx.config.dialect.unwrap_or(Dialect::Json);
-            // The parser fills in the course default when the frame has no difficulty; the
-            // user's --zeros is the better guess then.
-            let difficulty = if states_difficulty(text) { difficulty } else { ctx.config.zeros };
+            // A frame without a difficulty: the user's --zeros decides.
+            let difficulty = difficulty.unwrap_or(ctx.config.zeros);
             let work = Arc::new(Work::new(&block, difficulty, dialect));
             for found in std::mem::take(&mut proofs.unsent) {
                 if *found.work == *work {
@@ -420,42 +324,17 @@ async fn handle_text(
                         return Step::Lost(reason);
                     }
                     proofs.awaiting.push_back(found);
-                } else if carries_our_proof(&block, found.proof, &ctx.config.id) {
-                    ctx.judged(
-                        &found,
-                        Verdict::Accepted,
-                        "the next block carries our proof".into(),
-                        block_index(&block),
-                    );
-                    if let Some(outcome) = ctx.once_after_result(true) {
-                        return Step::End(outcome);
-                    }
-                } else {
-                    ctx.reporter.emit(Event::ProofDropped {
-                        index: found.work.index,
-                        block: forged(found.work.index),
-                        proof: found.proof,
-                    });
-                    if let Some(outcome) = ctx.once_after_result(false) {
-                        return Step::End(outcome);
-                    }
+                } else if let Some(outcome) = ctx.settle(&found, &block) {
+                    return Step::End(outcome);
                 }
             }
             if proofs.awaiting.iter().any(|f| *f.work == *work) && ctx.miner.current().is_none() {
                 // Our proof for this very block is being judged.
                 return Step::Continue;
             }
-            match ctx.miner.current() {
-                Some(current) if **current == *work => return Step::Continue,
-                Some(_) => {
-                    ctx.miner.abort(work.index, arrival).await;
-                    if let Some(outcome) = ctx.once_after_abort() {
-                        return Step::End(outcome);
-                    }
-                }
-                None => {}
+            if let Some(outcome) = ctx.follow(work, arrival).await {
+                return Step::End(outcome);
             }
-            ctx.start(work);
         }
         ServerMessage::Result { accepted, message, reason, index } => {
             let Some(found) = proofs.awaiting.pop_front() else {
@@ -506,24 +385,4 @@ async fn request_block(ws: &mut Ws) -> Step {
         Ok(()) => Step::Continue,
         Err(reason) => Step::Lost(reason),
     }
-}
-
-/// Returns true when a server frame carries a non-null `difficulty`.
-fn states_difficulty(text: &str) -> bool {
-    serde_json::from_str::<Value>(text)
-        .is_ok_and(|v| v.get("difficulty").is_some_and(|d| !d.is_null()))
-}
-
-/// Returns true when `block` (the one after ours) carries `proof` and rewards `id`.
-pub(crate) fn carries_our_proof(block: &Value, proof: u64, id: &str) -> bool {
-    block_proof(block) == Some(proof)
-        && block.get("transactions").and_then(Value::as_array).is_some_and(|txs| {
-            txs.iter()
-                .any(|t| t.get("recipient").and_then(Value::as_str).is_some_and(|r| r.trim() == id))
-        })
-}
-
-/// Returns a block's `index`, when it has one.
-fn block_index(block: &Value) -> Option<u64> {
-    block.get("index").and_then(Value::as_u64)
 }

@@ -159,7 +159,7 @@ pub fn block(index: u64, tag: &str) -> Value {
 pub fn block_frame(block: &Value, zeros: u64) -> Message {
     let message = ServerMessage::Block {
         block: block.clone(),
-        difficulty: Difficulty::new(zeros).expect("test difficulty in range"),
+        difficulty: Some(Difficulty::new(zeros).expect("test difficulty in range")),
     };
     Message::text(message.to_json())
 }
