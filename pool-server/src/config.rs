@@ -14,6 +14,7 @@ use crate::serve::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
     DEFAULT_TRANSACTION_RATE, Limits,
 };
+use crate::tls::TlsFiles;
 
 /// The default address to listen on: loopback only, so a fresh checkout is not exposed.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -60,6 +61,12 @@ pub struct Cli {
     /// Transactions per second one address may send (`POST /transactions/new`), likewise.
     #[arg(long, default_value_t = DEFAULT_TRANSACTION_RATE)]
     pub transaction_rate: u32,
+    /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The server's validated settings.
@@ -73,12 +80,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Connection limits.
     pub limits: Limits,
+    /// The certificate and key of `--tls-cert`/`--tls-key`: HTTPS and WSS; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
     /// Returns a config with the default connection limits.
     pub fn new(listen: SocketAddr, difficulty: Difficulty, data_dir: PathBuf) -> Self {
-        Config { listen, difficulty, data_dir, limits: Limits::default() }
+        Config { listen, difficulty, data_dir, limits: Limits::default(), tls: None }
     }
 }
 
@@ -130,6 +139,7 @@ impl Cli {
                 proof_rate: self.proof_rate,
                 transaction_rate: self.transaction_rate,
             },
+            tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         })
     }
 }

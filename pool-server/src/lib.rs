@@ -35,6 +35,7 @@ pub mod scoreboard;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 use std::future::Future;
@@ -108,6 +109,8 @@ pub async fn run(
     .await
     .context("opening the chain")??;
     let last = ledger.chain().last().index;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
 
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -117,13 +120,14 @@ pub async fn run(
         %difficulty,
         last_block = last,
         data_dir = %config.data_dir.display(),
-        "listening on {addr}: http://{addr}/ (GET /last_block, POST /mine, GET /chain) and ws://{addr}/ws"
+        "listening on {addr}: {http}://{addr}/ (GET /last_block, POST /mine, GET /chain) and {ws}://{addr}/ws"
     );
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down");
     };
-    serve::serve(listener, app(state), config.limits, shutdown, token.clone(), tasks.clone()).await;
+    serve::serve(listener, app(state), config.limits, tls, shutdown, token.clone(), tasks.clone())
+        .await;
     // Closes every WebSocket and asks HTTP connections to finish their request in flight.
     token.cancel();
     tasks.close();

@@ -29,7 +29,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -149,7 +150,7 @@ impl Drop for Slot {
 /// so the slot lives exactly as long as the socket.
 #[derive(Debug)]
 struct CountedStream {
-    inner: TcpStream,
+    inner: crate::tls::Stream,
     _slot: Slot,
 }
 
@@ -195,10 +196,12 @@ impl AsyncWrite for CountedStream {
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets the connections in flight
 /// finish (each connection task is tracked by `tasks`; `closing` tells them to wind down).
+/// With `tls`, every connection is HTTPS/WSS (see [`crate::tls`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
     closing: CancellationToken,
     tasks: TaskTracker,
@@ -233,8 +236,11 @@ pub async fn serve(
                 tracing::debug!(%peer, ?full, "refused: too many connections");
                 if refusals.fetch_add(1, Ordering::Relaxed) < MAX_REFUSALS {
                     let refusals = refusals.clone();
+                    let tls = tls.clone();
                     tasks.spawn(async move {
-                        refuse(stream, peer.ip(), full).await;
+                        if let Some(stream) = crate::tls::accept(tls, stream).await {
+                            refuse(stream, peer.ip(), full).await;
+                        }
                         refusals.fetch_sub(1, Ordering::Relaxed);
                     });
                 } else {
@@ -245,14 +251,16 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(CountedStream { inner: stream, _slot: slot });
         let service = app.clone().map_request(move |mut req: axum::http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
-        let conn = http.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
-        let closing = closing.clone();
+        let (closing, tls, http) = (closing.clone(), tls.clone(), http.clone());
         tasks.spawn(async move {
+            // The TLS handshake (if any) runs here, not in the accept loop.
+            let Some(stream) = crate::tls::accept(tls, stream).await else { return };
+            let io = TokioIo::new(CountedStream { inner: stream, _slot: slot });
+            let conn = http.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 result = conn.as_mut() => {
@@ -270,7 +278,7 @@ pub async fn serve(
 
 /// Tells a client over a connection cap why it is refused (a JSON 429 when its address holds
 /// its cap, a JSON 503 when the server does, in answer to its request), then closes.
-async fn refuse(mut stream: TcpStream, ip: IpAddr, full: Full) {
+async fn refuse(mut stream: crate::tls::Stream, ip: IpAddr, full: Full) {
     let (status, message) = match full {
         Full::Address(max) => (
             "429 Too Many Requests",

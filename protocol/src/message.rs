@@ -60,8 +60,10 @@ pub enum ServerMessage {
     Block {
         /// The block to mine on. A `Value` so that a miner can mine any server's block shape.
         block: Value,
-        /// Leading hex zeroes a proof needs.
-        difficulty: Difficulty,
+        /// Leading hex zeroes a proof needs; `None` when the frame does not say (a pool-server
+        /// always says; a client then decides, e.g. from its own setting).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        difficulty: Option<Difficulty>,
     },
     /// The answer to a proof, sent to its sender only.
     Result {
@@ -207,7 +209,7 @@ impl Balance {
 impl ServerMessage {
     /// Returns the `block` message for `block`.
     pub fn block(block: &Block, difficulty: Difficulty) -> Self {
-        ServerMessage::Block { block: block.to_value(), difficulty }
+        ServerMessage::Block { block: block.to_value(), difficulty: Some(difficulty) }
     }
 
     /// Returns the JSON text of this message.
@@ -229,11 +231,12 @@ impl ServerMessage {
                     return Err(MessageError::wrong("block", "an object", &block));
                 }
                 let difficulty = match obj.get("difficulty") {
-                    None | Some(Value::Null) => Difficulty::DEFAULT,
-                    Some(v) => v
-                        .as_u64()
-                        .and_then(|z| Difficulty::new(z).ok())
-                        .ok_or_else(|| MessageError::wrong("difficulty", "an integer 1..=64", v))?,
+                    None | Some(Value::Null) => None,
+                    Some(v) => {
+                        Some(v.as_u64().and_then(|z| Difficulty::new(z).ok()).ok_or_else(|| {
+                            MessageError::wrong("difficulty", "an integer 1..=64", v)
+                        })?)
+                    }
                 };
                 Ok(ServerMessage::Block { block, difficulty })
             }

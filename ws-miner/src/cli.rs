@@ -3,7 +3,8 @@
 
 use clap::Parser;
 use protocol::{Difficulty, IdError, MinerId};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -26,7 +27,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 #[command(name = "ws-miner", version, about, long_about = None)]
 pub struct Cli {
     /// Server to mine on: ws://HOST:PORT/ws (a pool-server), or http://HOST:PORT (tries the
-    /// WebSocket endpoint /ws first, else the course HTTP API: GET /last_block, POST /mine).
+    /// WebSocket endpoint /ws first, else the course HTTP API: GET /last_block, POST /mine);
+    /// wss:// and https:// for the same over TLS.
     #[arg(default_value = DEFAULT_URL)]
     pub url: String,
 
@@ -72,6 +74,16 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub kernel: String,
 
+    /// A PEM file of certificates to trust for wss:// and https:// besides the system's (a
+    /// classroom server's own CA, or its self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Do not ask the server for the id's balance (`GET /balance/{id}`) after a win and for
+    /// the summary.
+    #[arg(long)]
+    pub no_balance: bool,
+
     /// Measure attempts/s of every kernel this CPU has (one thread, then --threads or every
     /// core) next to a course-style Python miner, print the table and exit. Needs no server.
     #[arg(long)]
@@ -90,6 +102,16 @@ pub enum Endpoint {
         /// The WebSocket endpoint tried first.
         ws: Url,
     },
+}
+
+impl Endpoint {
+    /// Returns true for `wss://` and `https://`.
+    pub fn needs_tls(&self) -> bool {
+        match self {
+            Endpoint::WebSocket(url) => url.scheme() == "wss",
+            Endpoint::Http { base, .. } => base.scheme() == "https",
+        }
+    }
 }
 
 /// The validated configuration of a run.
@@ -117,6 +139,12 @@ pub struct Config {
     pub backoff: BackoffPolicy,
     /// How often HTTP mode polls `GET /last_block`.
     pub poll_interval: Duration,
+    /// Ask the server for the id's balance after a win and for the summary (`--no-balance`
+    /// turns it off).
+    pub server_balance: bool,
+    /// TLS settings for wss:// and https:// (the system's roots plus `--ca`); `None` when the
+    /// endpoint needs no TLS and no `--ca` was given.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Config {
@@ -135,7 +163,18 @@ impl Config {
             nice: 0,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
+            server_balance: true,
+            tls: None,
         }
+        .with_default_tls()
+    }
+
+    /// Gives an endpoint that needs TLS the system's roots, if it has no TLS settings yet.
+    fn with_default_tls(mut self) -> Self {
+        if self.tls.is_none() && self.endpoint.needs_tls() {
+            self.tls = crate::tls::client_config(None).ok();
+        }
+        self
     }
 }
 
@@ -169,6 +208,11 @@ impl Cli {
         })?;
         let id = id.as_str();
         let endpoint = parse_endpoint(&self.url)?;
+        let tls = if endpoint.needs_tls() || self.ca.is_some() {
+            Some(crate::tls::client_config(self.ca.as_deref())?)
+        } else {
+            None
+        };
         let zeros = Difficulty::new(self.zeros).map_err(ConfigError::Zeros)?;
         let threads = match self.threads {
             Some(0) => return Err(ConfigError::Threads),
@@ -194,6 +238,8 @@ impl Cli {
             nice: self.nice,
             backoff: BackoffPolicy::default(),
             poll_interval: POLL_INTERVAL,
+            server_balance: !self.no_balance,
+            tls,
         })
     }
 }
@@ -216,11 +262,12 @@ impl Cli {
     }
 }
 
-/// Parses the server URL: `ws://…` as is; `http://…` (or a bare `host:port`) as a course base
-/// with the WebSocket endpoint `/ws` on the same host tried first.
+/// Parses the server URL: `ws://…` and `wss://…` as is; `http://…`, `https://…` (or a bare
+/// `host:port`) as a course base with the WebSocket endpoint `/ws` (`ws://` or `wss://`) on the
+/// same host tried first.
 ///
 /// # Errors
-/// An unparsable URL, an unsupported scheme (TLS is not built in), or no host.
+/// An unparsable URL, an unsupported scheme, or no host.
 pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
     let bad = |why: &str| ConfigError::Url { url: text.to_owned(), why: why.to_owned() };
     let url = if text.contains("://") {
@@ -233,8 +280,8 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
         return Err(bad("no host"));
     }
     match url.scheme() {
-        "ws" => Ok(Endpoint::WebSocket(url)),
-        "http" => {
+        "ws" | "wss" => Ok(Endpoint::WebSocket(url)),
+        "http" | "https" => {
             let mut base = url.clone();
             if !base.path().ends_with('/') {
                 let path = format!("{}/", base.path());
@@ -242,12 +289,14 @@ pub fn parse_endpoint(text: &str) -> Result<Endpoint, ConfigError> {
             }
             base.set_query(None);
             let mut ws = base.clone();
-            ws.set_scheme("ws").map_err(|()| bad("cannot make a ws:// URL of it"))?;
+            let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+            ws.set_scheme(scheme).map_err(|()| bad("cannot make a ws:// URL of it"))?;
             ws.set_path("/ws");
             Ok(Endpoint::Http { base, ws })
         }
-        "wss" | "https" => Err(bad("TLS is not supported; use ws:// or http://")),
-        other => Err(bad(&format!("unsupported scheme {other:?}; use ws:// or http://"))),
+        other => Err(bad(&format!(
+            "unsupported scheme {other:?}; use ws://, wss://, http:// or https://"
+        ))),
     }
 }
 
@@ -276,8 +325,8 @@ mod tests {
         check("http://h:81/pool", Ok(("http://h:81/pool/", "ws://h:81/ws")));
         check("127.0.0.1:5000", Ok(("http://127.0.0.1:5000/", "ws://127.0.0.1:5000/ws")));
         check("localhost:5000", Ok(("http://localhost:5000/", "ws://localhost:5000/ws")));
-        check("wss://x/ws", Err("TLS is not supported"));
-        check("https://x", Err("TLS is not supported"));
+        check("wss://x/ws", Ok(("wss://x/ws", "")));
+        check("https://x:8443", Ok(("https://x:8443/", "wss://x:8443/ws")));
         check("ftp://x", Err("unsupported scheme"));
         check("http://", Err("bad server URL"));
     }

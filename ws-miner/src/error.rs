@@ -40,6 +40,17 @@ pub enum ConfigError {
     /// `--threads 0`.
     #[error("--threads must be at least 1")]
     Threads,
+    /// `--ca` cannot be used.
+    #[error("--ca {}: {why}", path.display())]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// The TLS settings cannot be built.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// `--kernel` names no kernel.
     #[error("--kernel: unknown kernel {0:?}; choose auto, avx512, sha-ni, avx2 or portable")]
     Kernel(String),

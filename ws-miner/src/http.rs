@@ -16,11 +16,14 @@ use tokio::time::{Instant, interval, sleep_until};
 use url::Url;
 
 use crate::backoff::Backoff;
+use crate::driver::{Ctx, STATUS_EVERY, Verdict, carries_our_proof, stopped};
 use crate::error::Outcome;
+use crate::http_body::read_capped;
 use crate::job::{Dialect, Work, detect_dialect, extract_block, extract_chain, says_forged};
+use crate::limits::{MAX_HTTP_BODY_BYTES, SHUTDOWN_GRACE};
 use crate::miner::Found;
 use crate::output::Event;
-use crate::session::{Ctx, STATUS_EVERY, Verdict, carries_our_proof, preview, stopped};
+use crate::untrusted::preview;
 
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,12 +65,14 @@ impl Course {
     ) -> Result<(StatusCode, Value), String> {
         let response = request.send().await.map_err(|e| format!("{what}: {}", describe(&e)))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| format!("{what}: {}", describe(&e)))?;
-        match serde_json::from_str(&body) {
+        let body = read_capped(response, MAX_HTTP_BODY_BYTES)
+            .await
+            .map_err(|e| format!("{what}: HTTP {status}: {e}"))?;
+        match serde_json::from_slice(&body) {
             Ok(value) => Ok((status, value)),
             Err(_) => Err(format!(
                 "{what}: HTTP {status} with a body that is not JSON: {}",
-                preview(&body)
+                preview(&String::from_utf8_lossy(&body))
             )),
         }
     }
@@ -75,6 +80,14 @@ impl Course {
     async fn last_block(&self) -> Result<(Value, Option<protocol::Difficulty>), String> {
         let url = self.url("last_block")?;
         let (status, answer) = self.call(self.client.get(url), "GET /last_block").await?;
+        if status == StatusCode::NOT_FOUND {
+            return Err(format!(
+                "GET /last_block: HTTP {status}: no course API under {}; check the URL: \
+                 http://HOST:PORT for a course server (or a pool-server), ws://HOST:PORT/ws for a \
+                 pool-server's WebSocket",
+                self.base
+            ));
+        }
         if !status.is_success() {
             return Err(format!(
                 "GET /last_block: HTTP {status}: {}",
@@ -101,24 +114,45 @@ fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
+        // rustls' error comes wrapped in an io::Error, whose `source` skips it.
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return crate::tls::describe(tls);
+        }
         text = cause.to_string();
         source = cause.source();
     }
-    if e.is_timeout() { format!("no answer within {}s", REQUEST_TIMEOUT.as_secs()) } else { text }
+    if e.is_timeout() {
+        return format!("no answer within {}s", REQUEST_TIMEOUT.as_secs());
+    }
+    // hyper's resolver says "failed to lookup address information: ..." (getaddrinfo).
+    if e.is_connect() && (text.contains("lookup address") || text.contains("dns error")) {
+        let host = e.url().and_then(Url::host_str).unwrap_or("?").to_owned();
+        return format!("unknown host {host:?} (the name does not resolve: {text})");
+    }
+    text
 }
 
 /// Mines on a course HTTP server under `base` until the run ends.
 pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
-    let client =
-        match Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(REQUEST_TIMEOUT).build() {
-            Ok(client) => client,
-            Err(e) => {
-                ctx.reporter.emit(Event::ServerError {
-                    message: format!("cannot build an HTTP client: {e}"),
-                });
-                return Outcome::Lost;
-            }
-        };
+    let builder = Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(REQUEST_TIMEOUT);
+    let builder = match &ctx.config.tls {
+        Some(tls) => builder.use_preconfigured_tls((**tls).clone()),
+        None => builder,
+    };
+    let client = match builder.build() {
+        Ok(client) => client,
+        Err(e) => {
+            ctx.reporter
+                .emit(Event::ServerError { message: format!("cannot build an HTTP client: {e}") });
+            return Outcome::Lost;
+        }
+    };
     let course = Course { client, base: base.clone() };
     let mut choice = match ctx.config.dialect {
         Some(d) => DialectChoice::Fixed(d),
@@ -164,6 +198,7 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                 next_poll = Instant::now() + ctx.config.poll_interval;
                 if !connected {
                     connected = true;
+                    ctx.reached = true;
                     ctx.reporter.emit(Event::Connected { url: base.to_string(), protocol: "http" });
                 }
                 let moved = seen.as_ref() != Some(&block);
@@ -191,25 +226,25 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                         }
                         continue;
                     }
-                    ctx.reporter.emit(Event::ProofDropped { index: found.work.index, proof: found.proof });
-                    if let Some(outcome) = ctx.once_after_result(false) {
+                    if let Some(outcome) = ctx.settle(&found, &block) {
                         return outcome;
                     }
                 }
-                match ctx.miner.current() {
-                    Some(current) if **current == *work => continue,
-                    Some(_) => {
-                        ctx.miner.abort(work.index, arrival).await;
-                        if let Some(outcome) = ctx.once_after_abort() {
-                            return outcome;
-                        }
-                    }
-                    None => {}
+                if let Some(outcome) = ctx.follow(work, arrival).await {
+                    return outcome;
                 }
-                ctx.start(work);
             }
             found = ctx.miner.found() => {
-                match submit(ctx, &course, &mut choice, found.clone()).await {
+                // Ctrl-C while the proof is being judged waits SHUTDOWN_GRACE for the answer,
+                // so that a win in flight is counted.
+                let judged = tokio::select! {
+                    judged = submit(ctx, &course, &mut choice, found.clone()) => judged,
+                    () = async {
+                        stopped(&mut shutdown).await;
+                        tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    } => return Outcome::Interrupted,
+                };
+                match judged {
                     Submitted::Judged(Some(outcome)) => return outcome,
                     Submitted::Judged(None) => {}
                     Submitted::Unreachable => unsent = Some(found),
@@ -274,7 +309,9 @@ async fn submit(
         chain_moved = Some(next.is_some());
     }
     if won {
-        ctx.judged(&found, Verdict::Accepted, message);
+        // Course servers answer a win with the new block's index.
+        let block = value.get("index").and_then(Value::as_u64);
+        ctx.judged(&found, Verdict::Accepted, message, block);
         if let DialectChoice::Guess(d) = *choice {
             *choice = DialectChoice::Detected(d);
         }
@@ -286,7 +323,7 @@ async fn submit(
         _ => chain_moved.unwrap_or(false),
     };
     let verdict = if stale { Verdict::Stale } else { Verdict::Invalid };
-    ctx.judged(&found, verdict, format!("{message} (HTTP {status})"));
+    ctx.judged(&found, verdict, format!("{message} (HTTP {status})"), None);
     if !stale && let DialectChoice::Guess(d) = *choice {
         // A proof valid in our dialect, rejected while the chain stood still: the server hashes
         // something else, or wants more zeroes than we assumed. Try the other dialect; it stays

@@ -2,23 +2,37 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line and its validation into a [`Config`].
+//! - `driver` (private): the mining rules both transports follow (which block, abort, proofs
+//!   whose block is gone, verdicts, `--once`); neither transport imports the other.
 //! - [`session`] (private): the WebSocket session with pushed work and reconnects.
 //! - [`http`] (private): the course HTTP protocol (polling `/last_block`, `POST /mine`).
 //! - [`job`]: block extraction, dialects, success detection: pure functions over JSON.
 //! - [`miner`] (private): runs one search at a time on blocking threads and keeps the totals.
 //! - [`output`]: every user-facing line, as [`Event`]s rendered plain, as JSON or not at all.
 //! - [`backoff`]: reconnect delays. [`error`]: configuration errors and exit codes.
+//! - [`limits`]: every bound on what a server can make the miner read or wait for.
+//! - [`untrusted`]: server text made safe to print (the reporter sanitises every event).
+//! - `net`, `http_body`, `balance` (private): opening connections, reading bounded HTTP
+//!   bodies, the id's balance on the server.
+//! - [`tls`]: TLS for `wss://` and `https://` (rustls; the system's roots plus `--ca`).
 //! - [`search`]: the proof search (the hot loop), behind one small interface.
 
 pub mod backoff;
+mod balance;
 pub mod cli;
+mod driver;
 pub mod error;
 mod http;
+mod http_body;
 pub mod job;
+pub mod limits;
 mod miner;
+mod net;
 pub mod output;
 pub mod search;
 mod session;
+pub mod tls;
+pub mod untrusted;
 
 pub use cli::{Cli, Config, Endpoint};
 pub use error::{ConfigError, Exit, Outcome};
@@ -27,9 +41,20 @@ pub use output::{Event, Format, Reporter, Summary};
 use std::future::Future;
 use tokio::sync::watch;
 
+use crate::balance::BalanceProbe;
+use crate::driver::Ctx;
 use crate::miner::Miner;
 use crate::search::Searcher;
-use crate::session::{Ctx, WsEnd, mine_ws};
+use crate::session::{WsEnd, mine_ws};
+
+/// Returns an HTTP client with the run's TLS settings (the system's roots plus `--ca`).
+pub(crate) fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder();
+    match &config.tls {
+        Some(tls) => builder.use_preconfigured_tls((**tls).clone()).build(),
+        None => builder.build(),
+    }
+}
 
 /// Mines as `config` says until `shutdown` resolves (or, with `--once`, until the first block
 /// is decided), then stops the workers, reports the summary and returns how the run ended.
@@ -51,8 +76,23 @@ pub async fn run(
         .with_nice(config.nice);
     let miner = Miner::new(searcher, reporter.clone());
     let endpoint = config.endpoint.clone();
-    let mut ctx =
-        Ctx { config, miner, reporter: reporter.clone(), shutdown: stop_rx, once_block: None };
+    let balance = if config.server_balance {
+        http_client(&config)
+            .ok()
+            .and_then(|client| BalanceProbe::new(&endpoint, &config.id, client))
+    } else {
+        None
+    };
+    let mut ctx = Ctx {
+        config,
+        miner,
+        reporter: reporter.clone(),
+        shutdown: stop_rx,
+        once_block: None,
+        balance,
+        reached: false,
+        draining: false,
+    };
     let outcome = match &endpoint {
         Endpoint::WebSocket(url) => match mine_ws(&mut ctx, url, false).await {
             WsEnd::Done(outcome) => outcome,
@@ -65,7 +105,13 @@ pub async fn run(
     };
     ctx.miner.halt().await;
     signal.abort();
+    let mut summary = ctx.miner.summary();
+    if let Some(balance) = ctx.balance.as_mut()
+        && ctx.reached
+    {
+        summary.server_coins = balance.for_summary().await;
+    }
     reporter.finish();
-    reporter.emit(Event::Summary(ctx.miner.summary()));
+    reporter.emit(Event::Summary(summary));
     outcome
 }

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
 use crate::job::Work;
-use crate::output::{Event, Reporter, Summary, format_hashrate};
+use crate::output::{Event, Reporter, Summary, forged, format_hashrate};
 use crate::search::Searcher;
 
 /// A proof the search found, with the work it solves.
@@ -92,6 +92,7 @@ impl Miner {
         });
         self.reporter.emit(Event::SearchStarted {
             index: work.index,
+            block: forged(work.index),
             difficulty: work.difficulty().zeros(),
             kernel: self.searcher.kernel_name(),
             threads: self.searcher.threads(),
@@ -112,6 +113,7 @@ impl Miner {
         self.totals.aborted += 1;
         self.reporter.emit(Event::SearchAborted {
             index,
+            block: forged(index),
             by_index,
             secs,
             arrived_ts: arrival.wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
@@ -159,6 +161,7 @@ impl Miner {
                     let hashrate = if secs > 0.0 { attempts as f64 / secs } else { 0.0 };
                     self.reporter.emit(Event::SearchFinished {
                         index: running.work.index,
+                        block: forged(running.work.index),
                         proof,
                         secs,
                         attempts,
@@ -204,8 +207,8 @@ impl Miner {
                 let secs = r.started.elapsed().as_secs_f64();
                 let rate =
                     if secs > 0.0 { r.attempts.load(Ordering::Relaxed) as f64 / secs } else { 0.0 };
-                let index = r.work.index.map_or("?".to_owned(), |i| i.to_string());
-                format!("mining block {index} at {} for {secs:.1}s", format_hashrate(rate))
+                let block = forged(r.work.index).map_or("?".to_owned(), |n| n.to_string());
+                format!("mining block #{block} at {} for {secs:.1}s", format_hashrate(rate))
             }
             None => "waiting for work".to_owned(),
         };

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+use crate::untrusted::sanitize;
+
 /// Something that happened, worth telling the user.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -52,8 +54,11 @@ pub enum Event {
     },
     /// A search started.
     SearchStarted {
-        /// The block's index.
+        /// The index of the block mined on (the proof's `index`).
         index: Option<u64>,
+        /// The number of the block this search tries to forge: `index + 1`, as the server, the
+        /// dashboard and `scripts/watch` number it.
+        block: Option<u64>,
         /// Leading hex zeroes.
         difficulty: u8,
         /// The search kernel.
@@ -63,8 +68,10 @@ pub enum Event {
     },
     /// A search found a proof.
     SearchFinished {
-        /// The block's index.
+        /// The index of the block mined on.
         index: Option<u64>,
+        /// The number of the block the proof would forge (`index + 1`).
+        block: Option<u64>,
         /// The proof.
         proof: u64,
         /// Seconds the search ran.
@@ -76,9 +83,11 @@ pub enum Event {
     },
     /// A search was dropped because a newer block arrived.
     SearchAborted {
-        /// The abandoned block's index.
+        /// The index of the block that was mined on.
         index: Option<u64>,
-        /// The new block's index.
+        /// The number of the block the search tried to forge (`index + 1`).
+        block: Option<u64>,
+        /// The index of the block that arrived (the server's new last block).
         by_index: Option<u64>,
         /// Seconds the search had run.
         secs: f64,
@@ -95,10 +104,13 @@ pub enum Event {
         /// so this may overstate by as much, never understate.
         stale_attempts: u64,
     },
-    /// The server accepted a proof.
+    /// The server accepted a proof: this miner won a block.
     Accepted {
-        /// The block the proof was for.
+        /// The index of the block the proof was mined on.
         index: Option<u64>,
+        /// The number of the block won: the server's index of the block it forged (its
+        /// `result.index`), else `index + 1`.
+        block: Option<u64>,
         /// The proof.
         proof: u64,
         /// The server's message.
@@ -106,10 +118,21 @@ pub enum Event {
         /// Coins won in this run so far.
         coins: u64,
     },
+    /// The id's balance on the server, fetched after a win (`GET /balance/{id}`).
+    Balance {
+        /// The miner id.
+        id: String,
+        /// Coins won in this run so far.
+        coins: u64,
+        /// The id's coins on the server, all runs and transfers included.
+        server_coins: i64,
+    },
     /// The server rejected a proof.
     Rejected {
-        /// The block the proof was for.
+        /// The index of the block the proof was mined on.
         index: Option<u64>,
+        /// The number of the block the proof tried to forge (`index + 1`).
+        block: Option<u64>,
         /// The proof.
         proof: u64,
         /// `"stale"` or `"invalid"`.
@@ -119,8 +142,10 @@ pub enum Event {
     },
     /// A proof found while the server was unreachable was dropped: the chain moved on.
     ProofDropped {
-        /// The block the proof was for.
+        /// The index of the block the proof was mined on.
         index: Option<u64>,
+        /// The number of the block the proof tried to forge (`index + 1`).
+        block: Option<u64>,
         /// The proof.
         proof: u64,
     },
@@ -143,8 +168,11 @@ pub enum Event {
 pub struct Summary {
     /// Blocks this miner won.
     pub blocks_won: u64,
-    /// Coins earned (one per block won).
+    /// Coins earned in this run (one per block won).
     pub coins: u64,
+    /// The id's coins on the server when the run ended (`GET /balance/{id}`); `None` when the
+    /// server does not say (a course server) or did not answer in time.
+    pub server_coins: Option<i64>,
     /// Proofs rejected because another miner was first.
     pub rejected_stale: u64,
     /// Proofs rejected as invalid.
@@ -180,10 +208,24 @@ pub fn format_hashrate(rate: f64) -> String {
     format!("{value:.2} {unit}")
 }
 
-fn block_name(index: Option<u64>) -> String {
-    match index {
-        Some(i) => format!("block {i}"),
-        None => "block ?".to_owned(),
+/// Returns the number of the block forged on top of block `index`: `index + 1`.
+pub fn forged(index: Option<u64>) -> Option<u64> {
+    index.map(|i| i.saturating_add(1))
+}
+
+/// Names a block as the server, the dashboard and `scripts/watch` do: `block #N`.
+fn block_name(block: Option<u64>) -> String {
+    match block {
+        Some(n) => format!("block #{n}"),
+        None => "block #?".to_owned(),
+    }
+}
+
+/// Returns "N coins this run", with the server's balance when known.
+fn coins_text(coins: u64, server_coins: Option<i64>) -> String {
+    match server_coins {
+        Some(server) => format!("{coins} this run, {server} on the server"),
+        None => format!("{coins} this run"),
     }
 }
 
@@ -205,18 +247,18 @@ impl Event {
                 format!("no WebSocket endpoint ({reason}); using the course HTTP protocol")
             }
             Event::Dialect { dialect, reason } => format!("dialect {dialect}: {reason}"),
-            Event::SearchStarted { index, difficulty, kernel, threads } => format!(
+            Event::SearchStarted { block, difficulty, kernel, threads, .. } => format!(
                 "{}: mining at difficulty {difficulty} ({kernel} kernel, {threads} thread{})",
-                block_name(*index),
+                block_name(*block),
                 if *threads == 1 { "" } else { "s" }
             ),
-            Event::SearchFinished { index, proof, secs, attempts, hashrate } => format!(
+            Event::SearchFinished { block, proof, secs, attempts, hashrate, .. } => format!(
                 "{}: found proof {proof} in {secs:.2}s ({attempts} attempts, {})",
-                block_name(*index),
+                block_name(*block),
                 format_hashrate(*hashrate)
             ),
             Event::SearchAborted {
-                index,
+                block,
                 by_index,
                 secs,
                 flag_ms,
@@ -228,28 +270,31 @@ impl Event {
                 "{}: search aborted after {secs:.2}s: {} arrived (stop flag set in {flag_ms:.2} ms, \
                  workers stopped {stop_ms:.1} ms later; {stale_attempts} of {attempts} attempts \
                  after it arrived)",
-                block_name(*index),
+                block_name(*block),
                 block_name(*by_index)
             ),
-            Event::Accepted { index, proof, message, coins } => format!(
-                "{}: proof {proof} accepted: {message} (coins: {coins})",
-                block_name(*index)
+            Event::Accepted { block, proof, message, coins, .. } => format!(
+                "won {} with proof {proof}: {message} (coins: {coins} this run)",
+                block_name(*block)
             ),
-            Event::Rejected { index, proof, reason, message } => {
-                format!("{}: proof {proof} rejected ({reason}): {message}", block_name(*index))
+            Event::Balance { id, coins, server_coins } => {
+                format!("coins: {} (id {id})", coins_text(*coins, Some(*server_coins)))
             }
-            Event::ProofDropped { index, proof } => format!(
+            Event::Rejected { block, proof, reason, message, .. } => {
+                format!("{}: proof {proof} rejected ({reason}): {message}", block_name(*block))
+            }
+            Event::ProofDropped { block, proof, .. } => format!(
                 "{}: proof {proof} dropped: the chain moved on while the server was away",
-                block_name(*index)
+                block_name(*block)
             ),
             Event::Ignored { what } => format!("ignored from the server: {what}"),
             Event::ServerError { message } => format!("server error: {message}"),
             Event::Summary(s) => format!(
-                "summary: {} blocks won, {} coins, proofs rejected: {} stale, {} invalid, \
+                "summary: {} blocks won, coins: {}, proofs rejected: {} stale, {} invalid, \
                  {} searches aborted by a new block\n\
                  summary: {} attempts in {:.2}s of search ({} average), run time {:.2}s",
                 s.blocks_won,
-                s.coins,
+                coins_text(s.coins, s.server_coins),
                 s.rejected_stale,
                 s.rejected_invalid,
                 s.aborted,
@@ -258,6 +303,37 @@ impl Event {
                 format_hashrate(s.hashrate()),
                 s.run_secs
             ),
+        }
+    }
+
+    /// Returns this event with every string field passed through [`sanitize`]: what a server
+    /// sends reaches neither the terminal nor a `--json` consumer raw.
+    pub fn sanitized(self) -> Self {
+        let s = |text: String| sanitize(&text);
+        match self {
+            Event::Connected { url, protocol } => Event::Connected { url: s(url), protocol },
+            Event::ConnectFailed { url, error, retry_in_ms } => {
+                Event::ConnectFailed { url: s(url), error: s(error), retry_in_ms }
+            }
+            Event::Disconnected { reason } => Event::Disconnected { reason: s(reason) },
+            Event::FallbackToHttp { reason } => Event::FallbackToHttp { reason: s(reason) },
+            Event::Dialect { dialect, reason } => Event::Dialect { dialect, reason: s(reason) },
+            Event::Accepted { index, block, proof, message, coins } => {
+                Event::Accepted { index, block, proof, message: s(message), coins }
+            }
+            Event::Balance { id, coins, server_coins } => {
+                Event::Balance { id: s(id), coins, server_coins }
+            }
+            Event::Rejected { index, block, proof, reason, message } => {
+                Event::Rejected { index, block, proof, reason, message: s(message) }
+            }
+            Event::Ignored { what } => Event::Ignored { what: s(what) },
+            Event::ServerError { message } => Event::ServerError { message: s(message) },
+            other @ (Event::SearchStarted { .. }
+            | Event::SearchFinished { .. }
+            | Event::SearchAborted { .. }
+            | Event::ProofDropped { .. }
+            | Event::Summary(_)) => other,
         }
     }
 
@@ -341,8 +417,9 @@ impl Reporter {
         Reporter { inner: Arc::new(Mutex::new(Inner { format, sink, bar })) }
     }
 
-    /// Reports one event.
+    /// Reports one event, with every string in it sanitised (see [`crate::untrusted`]).
     pub fn emit(&self, event: Event) {
+        let event = event.sanitized();
         let mut inner = match self.inner.lock() {
             Ok(guard) => guard,
             // A panic while printing cannot leave the sink in a state worth refusing.

@@ -7,24 +7,26 @@
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientMessage, ProofSubmission, ServerMessage};
-use serde_json::Value;
 use std::collections::VecDeque;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::cli::Config;
+use crate::driver::{Ctx, STATUS_EVERY, Verdict, stopped};
 use crate::error::Outcome;
-use crate::job::{Dialect, Work, block_proof};
-use crate::miner::{Arrival, Found, Miner};
-use crate::output::{Event, Reporter};
+use crate::http_body::bytes_text;
+use crate::job::{Dialect, Work};
+use crate::limits::{MAX_WS_MESSAGE_BYTES, SHUTDOWN_GRACE};
+use crate::miner::{Arrival, Found};
+use crate::net;
+use crate::output::Event;
+use crate::untrusted::preview;
 
 /// How long a connection attempt (TCP + WebSocket handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,79 +36,8 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const READ_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long a single send may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the live status line is refreshed.
-pub(crate) const STATUS_EVERY: Duration = Duration::from_millis(250);
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// What the WebSocket and HTTP sessions share: the configuration, the search and the stop signal.
-pub(crate) struct Ctx {
-    pub config: Config,
-    pub miner: Miner,
-    pub reporter: Reporter,
-    pub shutdown: watch::Receiver<bool>,
-    /// `--once`: the block this run is about, once a search has started on it.
-    pub once_block: Option<Arc<Work>>,
-}
-
-impl Ctx {
-    /// Starts a search on `work`, unless `--once` already has its block.
-    pub(crate) fn start(&mut self, work: Arc<Work>) {
-        if self.config.once {
-            if self.once_block.is_some() {
-                return;
-            }
-            self.once_block = Some(work.clone());
-        }
-        self.miner.start(work);
-    }
-
-    /// Counts the server's verdict on `found` and reports it: a win with the running coin total,
-    /// or a rejection with its reason. Both transports judge alike from here on.
-    pub(crate) fn judged(&mut self, found: &Found, verdict: Verdict, message: String) {
-        let (index, proof) = (found.work.index, found.proof);
-        match verdict {
-            Verdict::Accepted => {
-                let coins = self.miner.won();
-                self.reporter.emit(Event::Accepted { index, proof, message, coins });
-            }
-            Verdict::Stale | Verdict::Invalid => {
-                let stale = verdict == Verdict::Stale;
-                self.miner.rejected(stale);
-                let reason = if stale { "stale" } else { "invalid" };
-                self.reporter.emit(Event::Rejected { index, proof, reason, message });
-            }
-        }
-    }
-
-    /// Returns the outcome that ends a `--once` run after a search was aborted.
-    pub(crate) fn once_after_abort(&self) -> Option<Outcome> {
-        self.config.once.then_some(Outcome::Lost)
-    }
-
-    /// Returns the outcome that ends a `--once` run after the server judged its proof.
-    pub(crate) fn once_after_result(&self, accepted: bool) -> Option<Outcome> {
-        self.config.once.then_some(if accepted { Outcome::Won } else { Outcome::Lost })
-    }
-}
-
-/// The server's verdict on one of our proofs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// It won the block.
-    Accepted,
-    /// Someone else won the block first.
-    Stale,
-    /// It was not valid.
-    Invalid,
-}
-
-/// Resolves when the shutdown signal is set; never if its sender is gone.
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|stop| *stop).await.is_err() {
-        pending::<()>().await;
-    }
-}
+type Ws = WebSocketStream<net::Stream>;
 
 /// How the WebSocket session ended.
 pub(crate) enum WsEnd {
@@ -140,28 +71,45 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut status = interval(STATUS_EVERY);
     let show_status = ctx.reporter.has_status_line();
+    // After Ctrl-C with proofs in flight: when to stop waiting for their answers.
+    let mut grace_until = Instant::now();
     loop {
+        if ctx.draining && (proofs.awaiting.is_empty() || conn.is_none()) {
+            return WsEnd::Done(Outcome::Interrupted);
+        }
         tokio::select! {
-            () = stopped(&mut shutdown) => return WsEnd::Done(Outcome::Interrupted),
+            () = stopped(&mut shutdown), if !ctx.draining => {
+                if conn.is_none() || proofs.awaiting.is_empty() {
+                    return WsEnd::Done(Outcome::Interrupted);
+                }
+                // A proof is being judged: its answer may be a win. Stop the search and wait a
+                // little (SHUTDOWN_GRACE) for the answers, so that the summary counts them.
+                ctx.draining = true;
+                ctx.miner.halt().await;
+                grace_until = Instant::now() + SHUTDOWN_GRACE;
+            }
+            () = sleep_until(grace_until), if ctx.draining => return WsEnd::Done(Outcome::Interrupted),
             () = sleep_until(retry_at), if conn.is_none() => {
                 let attempt = tokio::select! {
-                    r = timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url.as_str())) => r,
+                    r = timeout(CONNECT_TIMEOUT, connect(url, ctx.config.tls.as_ref())) => r,
                     () = stopped(&mut shutdown) => return WsEnd::Done(Outcome::Interrupted),
                 };
                 let error = match attempt {
-                    Ok(Ok((ws, _response))) => {
+                    Ok(Ok(ws)) => {
                         conn = Some(ws);
                         last_read = Instant::now();
+                        ctx.reached = true;
                         ctx.reporter.emit(Event::Connected { url: url.to_string(), protocol: "websocket" });
                         continue;
                     }
-                    Ok(Err(tungstenite::Error::Http(response))) if fallback => {
+                    Ok(Err(ConnectError::Status(status))) if fallback => {
                         ctx.reporter.emit(Event::FallbackToHttp {
-                            reason: format!("{url} answered HTTP {}", response.status()),
+                            reason: format!("{url} answered HTTP {status}"),
                         });
                         return WsEnd::Fallback;
                     }
-                    Ok(Err(e)) => describe_ws_error(&e),
+                    Ok(Err(ConnectError::Status(status))) => describe_status(url, status),
+                    Ok(Err(ConnectError::Other(e))) => e,
                     Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
                 };
                 let delay = backoff.next_delay();
@@ -256,10 +204,68 @@ fn lose(
     ctx.reporter.emit(Event::Disconnected { reason });
 }
 
+/// Why a WebSocket connection could not be opened.
+enum ConnectError {
+    /// The server answered the upgrade with a plain HTTP status.
+    Status(tungstenite::http::StatusCode),
+    /// Anything else, in one line.
+    Other(String),
+}
+
+/// The limits the miner reads WebSocket messages under: see [`MAX_WS_MESSAGE_BYTES`].
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_WS_MESSAGE_BYTES))
+}
+
+/// Opens the connection (an unknown host is said so) and makes the WebSocket handshake.
+async fn connect(url: &Url, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Ws, ConnectError> {
+    let stream = net::open(url, tls).await.map_err(ConnectError::Other)?;
+    match tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config())).await
+    {
+        Ok((ws, _response)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => Err(ConnectError::Status(response.status())),
+        Err(e) => Err(ConnectError::Other(describe_ws_error(&e))),
+    }
+}
+
+/// Explains an HTTP status answered to the upgrade; a 404 names the path a pool-server uses.
+fn describe_status(url: &Url, status: tungstenite::http::StatusCode) -> String {
+    if status != tungstenite::http::StatusCode::NOT_FOUND {
+        return format!("HTTP {status}");
+    }
+    let mut right = url.clone();
+    right.set_path("/ws");
+    right.set_query(None);
+    if url.path() == "/ws" {
+        let mut http = right.clone();
+        let _ = http.set_scheme(if url.scheme() == "wss" { "https" } else { "http" });
+        http.set_path("/");
+        format!(
+            "HTTP {status}: no WebSocket endpoint at /ws; a course server has none: for its HTTP \
+             API use {http}"
+        )
+    } else {
+        format!(
+            "HTTP {status}: no WebSocket endpoint at {}; a pool-server's is /ws: try {right}",
+            url.path()
+        )
+    }
+}
+
 fn describe_ws_error(e: &tungstenite::Error) -> String {
     match e {
         tungstenite::Error::Io(io) => io.to_string(),
         tungstenite::Error::Http(response) => format!("HTTP {}", response.status()),
+        tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong {
+            size,
+            max_size,
+        }) => format!(
+            "the server sent a message of {size} bytes or more, over the {} the miner reads \
+             (a pool-server's blocks are far smaller)",
+            bytes_text(*max_size)
+        ),
         other => other.to_string(),
     }
 }
@@ -308,9 +314,8 @@ async fn handle_text(
             // The server works: the next failure starts the back-off from the beginning.
             backoff.reset();
             let dialect = ctx.config.dialect.unwrap_or(Dialect::Json);
-            // The parser fills in the course default when the frame has no difficulty; the
-            // user's --zeros is the better guess then.
-            let difficulty = if states_difficulty(text) { difficulty } else { ctx.config.zeros };
+            // A frame without a difficulty: the user's --zeros decides.
+            let difficulty = difficulty.unwrap_or(ctx.config.zeros);
             let work = Arc::new(Work::new(&block, difficulty, dialect));
             for found in std::mem::take(&mut proofs.unsent) {
                 if *found.work == *work {
@@ -319,42 +324,19 @@ async fn handle_text(
                         return Step::Lost(reason);
                     }
                     proofs.awaiting.push_back(found);
-                } else if carries_our_proof(&block, found.proof, &ctx.config.id) {
-                    let coins = ctx.miner.won();
-                    ctx.reporter.emit(Event::Accepted {
-                        index: found.work.index,
-                        proof: found.proof,
-                        message: "won: the next block carries our proof".into(),
-                        coins,
-                    });
-                    if let Some(outcome) = ctx.once_after_result(true) {
-                        return Step::End(outcome);
-                    }
-                } else {
-                    ctx.reporter
-                        .emit(Event::ProofDropped { index: found.work.index, proof: found.proof });
-                    if let Some(outcome) = ctx.once_after_result(false) {
-                        return Step::End(outcome);
-                    }
+                } else if let Some(outcome) = ctx.settle(&found, &block) {
+                    return Step::End(outcome);
                 }
             }
             if proofs.awaiting.iter().any(|f| *f.work == *work) && ctx.miner.current().is_none() {
                 // Our proof for this very block is being judged.
                 return Step::Continue;
             }
-            match ctx.miner.current() {
-                Some(current) if **current == *work => return Step::Continue,
-                Some(_) => {
-                    ctx.miner.abort(work.index, arrival).await;
-                    if let Some(outcome) = ctx.once_after_abort() {
-                        return Step::End(outcome);
-                    }
-                }
-                None => {}
+            if let Some(outcome) = ctx.follow(work, arrival).await {
+                return Step::End(outcome);
             }
-            ctx.start(work);
         }
-        ServerMessage::Result { accepted, message, reason, index: _ } => {
+        ServerMessage::Result { accepted, message, reason, index } => {
             let Some(found) = proofs.awaiting.pop_front() else {
                 ctx.reporter.emit(Event::Ignored {
                     what: format!("a result for no proof of ours: {}", preview(text)),
@@ -366,7 +348,10 @@ async fn handle_text(
                 (false, Some(protocol::RejectReason::Stale)) => Verdict::Stale,
                 (false, _) => Verdict::Invalid,
             };
-            ctx.judged(&found, verdict, message);
+            // After a win the server's last block is the one our proof forged.
+            // (A server that leaves `index` out gets it parsed as 0: unknown.)
+            let won = (verdict == Verdict::Accepted && index > 0).then_some(index);
+            ctx.judged(&found, verdict, message, won);
             if let Some(outcome) = ctx.once_after_result(accepted) {
                 return Step::End(outcome);
             }
@@ -379,13 +364,7 @@ async fn handle_text(
             ctx.reporter.emit(Event::ServerError { message: message.clone() });
             // An error while a proof is being judged is the server's answer to that proof.
             if let Some(found) = proofs.awaiting.pop_front() {
-                ctx.miner.rejected(false);
-                ctx.reporter.emit(Event::Rejected {
-                    index: found.work.index,
-                    proof: found.proof,
-                    reason: "invalid",
-                    message,
-                });
+                ctx.judged(&found, Verdict::Invalid, message, None);
                 if let Some(outcome) = ctx.once_after_result(false) {
                     return Step::End(outcome);
                 }
@@ -405,30 +384,5 @@ async fn request_block(ws: &mut Ws) -> Step {
     match send(ws, Message::text(ClientMessage::LastBlock.to_json())).await {
         Ok(()) => Step::Continue,
         Err(reason) => Step::Lost(reason),
-    }
-}
-
-/// Returns true when a server frame carries a non-null `difficulty`.
-fn states_difficulty(text: &str) -> bool {
-    serde_json::from_str::<Value>(text)
-        .is_ok_and(|v| v.get("difficulty").is_some_and(|d| !d.is_null()))
-}
-
-/// Returns true when `block` (the one after ours) carries `proof` and rewards `id`.
-pub(crate) fn carries_our_proof(block: &Value, proof: u64, id: &str) -> bool {
-    block_proof(block) == Some(proof)
-        && block.get("transactions").and_then(Value::as_array).is_some_and(|txs| {
-            txs.iter()
-                .any(|t| t.get("recipient").and_then(Value::as_str).is_some_and(|r| r.trim() == id))
-        })
-}
-
-/// Shortens untrusted text for a one-line report.
-pub(crate) fn preview(text: &str) -> String {
-    const MAX: usize = 80;
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    match one_line.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{:?}…", &one_line[..cut]),
-        None => format!("{one_line:?}"),
     }
 }

@@ -55,7 +55,13 @@ impl Server {
         let difficulty = Difficulty::new(zeros).expect("difficulty in range");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let config = Config { listen: addr, difficulty, data_dir: dir.path().join("data"), limits };
+        let config = Config {
+            listen: addr,
+            difficulty,
+            data_dir: dir.path().join("data"),
+            limits,
+            tls: None,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(pool_server::run(listener, config, async move {
             let _ = stopped.await;

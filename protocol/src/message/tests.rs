@@ -74,6 +74,8 @@ fn server_messages_round_trip() {
             index: 3,
         },
         ServerMessage::Error { message: "bad".into() },
+        // A block frame that does not say its difficulty (not a pool-server's).
+        ServerMessage::Block { block: block.to_value(), difficulty: None },
     ];
     for msg in msgs {
         assert_eq!(ServerMessage::from_json(&msg.to_json()), Ok(msg));
@@ -188,4 +190,17 @@ fn rejects_bad_stats_messages_with_reasons() {
         with("recent", json!([summary])),
         Err(r#""hash" must be a string or null, got 5"#.into())
     );
+}
+
+#[test]
+fn a_block_without_difficulty_says_so() {
+    for text in
+        [r#"{"type":"block","block":{}}"#, r#"{"type":"block","block":{},"difficulty":null}"#]
+    {
+        let parsed = ServerMessage::from_json(text);
+        assert!(
+            matches!(parsed, Ok(ServerMessage::Block { difficulty: None, .. })),
+            "{text}: {parsed:?}"
+        );
+    }
 }

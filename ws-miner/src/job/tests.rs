@@ -176,9 +176,16 @@ fn block_strings_of_received_blocks_match_python_for_many_timestamps() {
 fn json_events_have_a_stable_shape() {
     use crate::output::Event;
     let lines: Vec<String> = [
-        Event::SearchStarted { index: Some(3), difficulty: 6, kernel: "portable", threads: 4 },
+        Event::SearchStarted {
+            index: Some(3),
+            block: Some(4),
+            difficulty: 6,
+            kernel: "portable",
+            threads: 4,
+        },
         Event::SearchFinished {
             index: Some(3),
+            block: Some(4),
             proof: 123,
             secs: 1.5,
             attempts: 3_000_000,
@@ -186,6 +193,7 @@ fn json_events_have_a_stable_shape() {
         },
         Event::SearchAborted {
             index: Some(3),
+            block: Some(4),
             by_index: Some(4),
             secs: 0.5,
             arrived_ts: 1_700_000_000.5,
@@ -196,20 +204,29 @@ fn json_events_have_a_stable_shape() {
         },
         Event::Accepted {
             index: Some(3),
+            block: Some(4),
             proof: 123,
             message: "New Block Forged".into(),
             coins: 2,
         },
-        Event::Rejected { index: None, proof: 9, reason: "stale", message: "late".into() },
+        Event::Rejected {
+            index: None,
+            block: None,
+            proof: 9,
+            reason: "stale",
+            message: "late".into(),
+        },
+        Event::Balance { id: "alice".into(), coins: 2, server_coins: 212 },
     ]
     .iter()
     .map(Event::to_json)
     .collect();
     insta::assert_snapshot!(lines.join("\n"), @r#"
-    {"event":"search_started","index":3,"difficulty":6,"kernel":"portable","threads":4}
-    {"event":"search_finished","index":3,"proof":123,"secs":1.5,"attempts":3000000,"hashrate":2000000.0}
-    {"event":"search_aborted","index":3,"by_index":4,"secs":0.5,"arrived_ts":1700000000.5,"flag_ms":0.03,"stop_ms":1.25,"attempts":1000000,"stale_attempts":700}
-    {"event":"accepted","index":3,"proof":123,"message":"New Block Forged","coins":2}
-    {"event":"rejected","index":null,"proof":9,"reason":"stale","message":"late"}
+    {"event":"search_started","index":3,"block":4,"difficulty":6,"kernel":"portable","threads":4}
+    {"event":"search_finished","index":3,"block":4,"proof":123,"secs":1.5,"attempts":3000000,"hashrate":2000000.0}
+    {"event":"search_aborted","index":3,"block":4,"by_index":4,"secs":0.5,"arrived_ts":1700000000.5,"flag_ms":0.03,"stop_ms":1.25,"attempts":1000000,"stale_attempts":700}
+    {"event":"accepted","index":3,"block":4,"proof":123,"message":"New Block Forged","coins":2}
+    {"event":"rejected","index":null,"block":null,"proof":9,"reason":"stale","message":"late"}
+    {"event":"balance","id":"alice","coins":2,"server_coins":212}
     "#);
 }

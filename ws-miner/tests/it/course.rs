@@ -66,16 +66,20 @@ async fn mine_course(args: &[&str], zeros: u64, blocks: usize) -> Vec<Event> {
     let flask = Flask::start(args).await;
     let mut cfg = config(http_endpoint(flask.addr), "carol");
     cfg.zeros = protocol::Difficulty::new(zeros).expect("in range");
+    // A course server has no `/balance/{id}`: the miner asks, and says nothing about it.
+    cfg.server_balance = true;
     let mut miner = MinerRun::start(cfg);
     let mut proofs = Vec::new();
     for _ in 0..blocks {
-        let (index, proof) = miner
+        let (index, block, proof) = miner
             .wait_for("an accepted proof", |e| match e {
-                Event::Accepted { index, proof, .. } => Some((*index, *proof)),
+                Event::Accepted { index, block, proof, .. } => Some((*index, *block, *proof)),
                 _ => None,
             })
             .await;
-        proofs.push((index.expect("course blocks have an index"), proof));
+        let index = index.expect("course blocks have an index");
+        assert_eq!(block, Some(index + 1), "a win is named by the block it forged");
+        proofs.push((index, proof));
     }
     let (outcome, events) = miner.stop().await;
     assert_eq!(outcome, Outcome::Interrupted);
@@ -94,6 +98,8 @@ async fn mine_course(args: &[&str], zeros: u64, blocks: usize) -> Vec<Event> {
         assert_eq!(next["transactions"][0]["recipient"], "carol");
     }
     assert_eq!(summary(&events).coins, blocks as u64);
+    assert_eq!(summary(&events).server_coins, None);
+    assert!(!events.iter().any(|e| matches!(e, Event::Balance { .. })));
     events
 }
 

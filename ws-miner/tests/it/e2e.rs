@@ -3,46 +3,7 @@
 
 use crate::support::*;
 use serde_json::Value;
-use std::net::SocketAddr;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use ws_miner::{Event, Outcome};
-
-struct Pool {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-    _data: tempfile::TempDir,
-}
-
-impl Pool {
-    async fn start(zeros: u64) -> Self {
-        let data = tempfile::tempdir().expect("temp dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = pool_server::Config::new(
-            addr,
-            protocol::Difficulty::new(zeros).expect("in range"),
-            data.path().to_path_buf(),
-        );
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(pool_server::run(listener, config, async {
-            let _ = stopped.await;
-        }));
-        Pool { addr, stop: Some(stop), task, _data: data }
-    }
-
-    async fn chain(&self) -> Vec<Value> {
-        get_chain(self.addr).await
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        within("the server to stop", &mut self.task).await.expect("no panic").expect("clean stop");
-    }
-}
 
 fn winner(block: &Value) -> Option<&str> {
     block["transactions"]

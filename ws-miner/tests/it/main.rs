@@ -4,5 +4,7 @@
 mod cli;
 mod course;
 mod e2e;
+mod hardening;
 mod support;
+mod tls;
 mod ws;

@@ -52,6 +52,8 @@ pub fn config(endpoint: Endpoint, id: &str) -> Config {
     config.backoff =
         BackoffPolicy { base: Duration::from_millis(20), cap: Duration::from_millis(300) };
     config.poll_interval = Duration::from_millis(200);
+    // Scripted test servers serve no `/balance/{id}`: the tests that want it turn it on.
+    config.server_balance = false;
     config
 }
 
@@ -122,10 +124,15 @@ impl MinerRun {
 
     /// Sends the shutdown signal (as Ctrl-C does) and waits for the run to end.
     pub async fn stop(mut self) -> (Outcome, Vec<Event>) {
+        self.interrupt();
+        self.finish().await
+    }
+
+    /// Sends the shutdown signal (as Ctrl-C does) without waiting.
+    pub fn interrupt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.finish().await
     }
 }
 
@@ -152,7 +159,7 @@ pub fn block(index: u64, tag: &str) -> Value {
 pub fn block_frame(block: &Value, zeros: u64) -> Message {
     let message = ServerMessage::Block {
         block: block.clone(),
-        difficulty: Difficulty::new(zeros).expect("test difficulty in range"),
+        difficulty: Some(Difficulty::new(zeros).expect("test difficulty in range")),
     };
     Message::text(message.to_json())
 }
@@ -173,11 +180,16 @@ impl WsServer {
         WsServer { listener, addr }
     }
 
-    /// Accepts one WebSocket connection.
+    /// Accepts one WebSocket connection (a plain HTTP request, such as the miner's
+    /// `GET /balance/{id}`, is answered 404 and skipped).
     pub async fn accept(&self) -> ServerWs {
         within("a miner to connect", async {
-            let (tcp, _) = self.listener.accept().await.expect("accept");
-            tokio_tungstenite::accept_async(tcp).await.expect("WebSocket handshake")
+            loop {
+                let (tcp, _) = self.listener.accept().await.expect("accept");
+                if let Ok(ws) = tokio_tungstenite::accept_async(tcp).await {
+                    return ws;
+                }
+            }
         })
         .await
     }
@@ -221,4 +233,52 @@ pub fn result_frame(accepted: bool, message: &str, reason: Option<&str>, index: 
         json!({"type": "result", "accepted": accepted, "message": message, "reason": reason, "index": index})
             .to_string(),
     )
+}
+
+/// A real `pool-server`, in-process on 127.0.0.1:0 with a throw-away data dir.
+pub struct Pool {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _data: tempfile::TempDir,
+}
+
+impl Pool {
+    pub async fn start(zeros: u64) -> Self {
+        Self::start_with(zeros, None).await
+    }
+
+    /// Starts a server that serves HTTPS and WSS with `cert` and `key` (PEM files).
+    pub async fn start_tls(zeros: u64, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let files = pool_server::tls::TlsFiles { cert: cert.to_owned(), key: key.to_owned() };
+        Self::start_with(zeros, Some(files)).await
+    }
+
+    async fn start_with(zeros: u64, tls: Option<pool_server::tls::TlsFiles>) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = pool_server::Config::new(
+            addr,
+            protocol::Difficulty::new(zeros).expect("in range"),
+            data.path().to_path_buf(),
+        );
+        config.tls = tls;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(pool_server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Pool { addr, stop: Some(stop), task, _data: data }
+    }
+
+    pub async fn chain(&self) -> Vec<Value> {
+        get_chain(self.addr).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("the server to stop", &mut self.task).await.expect("no panic").expect("clean stop");
+    }
 }

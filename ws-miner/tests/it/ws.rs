@@ -83,13 +83,13 @@ async fn mines_pushed_blocks_reports_results_and_summarises() {
     assert!(s.attempts > 0);
     insta::assert_snapshot!(plain_redacted(&events, server.addr), @r"
     connected to ws://HOST:PORT/ws (websocket)
-    block 1: mining at difficulty 3 (KERNEL kernel, 2 threads)
-    block 1: found proof 4242 in 1.50s (3000000 attempts, 2.00 MH/s)
-    block 1: proof 4242 accepted: New Block Forged (coins: 1)
-    block 2: mining at difficulty 3 (KERNEL kernel, 2 threads)
-    block 2: found proof 4242 in 1.50s (3000000 attempts, 2.00 MH/s)
-    block 2: proof 4242 rejected (stale): block 2 was already won by bob 0.1s ago
-    summary: 1 blocks won, 1 coins, proofs rejected: 1 stale, 0 invalid, 0 searches aborted by a new block
+    block #2: mining at difficulty 3 (KERNEL kernel, 2 threads)
+    block #2: found proof 4242 in 1.50s (3000000 attempts, 2.00 MH/s)
+    won block #2 with proof 4242: New Block Forged (coins: 1 this run)
+    block #3: mining at difficulty 3 (KERNEL kernel, 2 threads)
+    block #3: found proof 4242 in 1.50s (3000000 attempts, 2.00 MH/s)
+    block #3: proof 4242 rejected (stale): block 2 was already won by bob 0.1s ago
+    summary: 1 blocks won, coins: 1 this run, proofs rejected: 1 stale, 0 invalid, 0 searches aborted by a new block
     summary: 6000000 attempts in 3.00s of search (2.00 MH/s average), run time 4.00s
     ");
 }

@@ -1,0 +1,34 @@
+//! Every bound on what the miner takes from a server, and on how long it waits, in one place
+//! (the README's "Limits" section lists them).
+
+use std::time::Duration;
+
+/// The largest WebSocket message (and frame) the miner reads: 4 MiB.
+///
+/// The pool-server bounds the blocks it forges so that a `block` frame is at most 1 MiB (its
+/// documented maximum block frame); this limit is four times that, so every block a
+/// pool-server can forge is read, while a server (or a man in the middle) cannot make the miner
+/// buffer more than this. A bigger message ends the connection with one line saying so; the
+/// miner then reconnects with back-off as after any other error.
+pub const MAX_WS_MESSAGE_BYTES: usize = 4 << 20;
+
+/// The largest HTTP body the miner reads in the course HTTP mode (`GET /last_block`,
+/// `POST /mine`, `GET /chain`, `GET /balance/{id}`): 4 MiB.
+///
+/// The body is read in chunks and refused as soon as it (or its `Content-Length`) passes the
+/// bound, so a server that sends hundreds of megabytes costs the miner at most this much memory.
+/// A refused answer is one line, then the usual back-off. A course server's `/chain` longer
+/// than this cannot be read; the miner then judges its proofs by the server's message alone.
+pub const MAX_HTTP_BODY_BYTES: usize = 4 << 20;
+
+/// The most characters of one server-supplied string (an `error` frame, a result's message, an
+/// HTTP body quoted in an error) that are printed; the rest is cut and counted.
+pub const MAX_SERVER_TEXT_CHARS: usize = 500;
+
+/// How long Ctrl-C waits for the server's answers to proofs already sent before the summary
+/// is printed, so that a win in flight is counted.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long one `GET /balance/{id}` may take (after a win, and once for the summary); without an
+/// answer in time the server's balance is left out of that line.
+pub const BALANCE_TIMEOUT: Duration = Duration::from_secs(2);
