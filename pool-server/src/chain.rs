@@ -244,7 +244,7 @@ impl Chain {
                 return match self.checker_of(i) {
                     Some(c) if c.is_valid_proof(difficulty, sub.proof) => self.stale(i, now),
                     Some(_) => self.invalid(format!(
-                        "proof {} is not valid for block {i} (and block {i} was already won)",
+                        "proof {} is not valid for block {i} (and block {i} was already mined on)",
                         sub.proof
                     )),
                     None => self.invalid(format!(
@@ -279,12 +279,14 @@ impl Chain {
         let successor = usize::try_from(index).ok().and_then(|i| self.blocks.get(i));
         let message = match successor {
             Some(next) => format!(
-                "block {index} was already won by {} {:.1} s ago; mine on block {}",
+                "block #{} was already won by {} {:.1} s ago (this proof is for block {index}); \
+                 mine on block {}",
+                next.index,
                 next.winner().unwrap_or("nobody"),
                 (now - next.timestamp).max(0.0),
                 self.last().index
             ),
-            None => format!("block {index} was already won"),
+            None => format!("block {index} was already mined on"),
         };
         Judgement::Rejected { reason: RejectReason::Stale, message }
     }

@@ -20,7 +20,11 @@ fn win_then_stale_then_invalid() {
     if !d.is_valid_proof(&chain.last().block_string(), proof) {
         match chain.judge(&sub(proof, None), d, 1002.5) {
             Judgement::Rejected { reason: RejectReason::Stale, message } => {
-                assert_eq!(message, "block 1 was already won by alice 1.5 s ago; mine on block 2");
+                assert_eq!(
+                    message,
+                    "block #2 was already won by alice 1.5 s ago (this proof is for block 1); \
+                     mine on block 2"
+                );
             }
             other => panic!("expected stale, got {other:?}"),
         }

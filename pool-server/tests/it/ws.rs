@@ -82,7 +82,7 @@ async fn stale_and_invalid_results() {
     assert_eq!(result["reason"], "stale");
     assert_eq!(result["index"], 2);
     let message = result["message"].as_str().expect("message");
-    assert!(message.starts_with("block 1 was already won by carol "), "{message}");
+    assert!(message.starts_with("block #2 was already won by carol "), "{message}");
 
     // Naming the block mined on makes a proof for an old block stale even if it would fit.
     ws.send_text(json!({"type": "proof", "proof": first, "id": "dave", "index": 1}).to_string())
