@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
@@ -21,7 +21,7 @@ use pool_server::store::Store;
 use protocol::{Block, Difficulty, Transaction};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Binary, HANG_GUARD, Server, Ws, line_channel};
+use crate::support::{Binary, HANG_GUARD, Server, Ws, spawn_binary_with};
 
 /// Blocks after genesis in the test chain.
 const BLOCKS: u64 = 40;
@@ -67,31 +67,8 @@ fn write_big_chain(data_dir: &Path) {
 /// Starts the real binary on `data_dir` at difficulty 1 with room for many connections from
 /// 127.0.0.1.
 fn spawn(data_dir: &Path) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pool-server"))
-        .args(["--port", "0", "--difficulty", "1", "--max-conns-per-ip", "1000", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pool-server");
-    let log = line_channel(child.stderr.take().expect("piped stderr"));
-    // The address it logs; `None` once it exits or says nothing for too long.
-    let addr = loop {
-        let Ok(line) = log.recv_timeout(HANG_GUARD) else { break None };
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or("").trim_end_matches(':');
-            break addr.parse::<SocketAddr>().ok();
-        }
-    };
-    match addr {
-        Some(addr) => Binary { child, addr, _log: log },
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server did not start");
-        }
-    }
+    spawn_binary_with(data_dir, 1, &["--max-conns-per-ip", "1000"])
+        .unwrap_or_else(|(code, log)| panic!("the server did not start ({code}):\n{log}"))
 }
 
 /// The resident set size of process `pid`, in KiB.

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use protocol::Difficulty;
 use serde_json::{Value, json};
 
 use crate::support::{Binary, spawn_binary};
@@ -16,21 +15,11 @@ fn client() -> reqwest::blocking::Client {
 }
 
 fn get(bin: &Binary, path: &str) -> Value {
-    client().get(format!("http://{}{path}", bin.addr)).send().expect("GET").json().expect("json")
+    bin.get(path)
 }
 
 fn forge(bin: &Binary, id: &str) -> Value {
-    let last = get(bin, "/last_block")["last_block"].clone();
-    let proof = crate::support::mine(&last, Difficulty::new(ZEROS).expect("ok"), 0);
-    let answer: Value = client()
-        .post(format!("http://{}/mine", bin.addr))
-        .json(&json!({"proof": proof, "id": id}))
-        .send()
-        .expect("POST /mine")
-        .json()
-        .expect("json");
-    assert_eq!(answer["message"], "New Block Forged", "{answer}");
-    answer["block"].clone()
+    bin.forge(ZEROS, id)
 }
 
 fn chain_length(bin: &Binary) -> u64 {

@@ -21,17 +21,7 @@ fn blocking_client() -> reqwest::blocking::Client {
 
 /// Wins the current block of the running binary; returns the acknowledged block.
 fn forge(bin: &Binary, id: &str) -> Value {
-    let last = get(&bin.addr, "/last_block")["last_block"].clone();
-    let proof = crate::support::mine(&last, Difficulty::new(ZEROS).expect("ok"), 0);
-    let answer: Value = blocking_client()
-        .post(format!("http://{}/mine", bin.addr))
-        .json(&json!({"proof": proof, "id": id}))
-        .send()
-        .expect("POST /mine")
-        .json()
-        .expect("json");
-    assert_eq!(answer["message"], "New Block Forged", "{answer}");
-    answer["block"].clone()
+    bin.forge(ZEROS, id)
 }
 
 /// Checks links and proofs of a chain as served, independently of the server's own check.

@@ -245,9 +245,19 @@ pub fn line_channel(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver
 /// Starts the binary on port 0 with `data_dir`; returns once it logs its address, or returns
 /// the exit status and log if it exits first.
 pub fn spawn_binary(data_dir: &Path, zeros: u64) -> Result<Binary, (i32, String)> {
+    spawn_binary_with(data_dir, zeros, &[])
+}
+
+/// [`spawn_binary`] with more command-line options.
+pub fn spawn_binary_with(
+    data_dir: &Path,
+    zeros: u64,
+    options: &[&str],
+) -> Result<Binary, (i32, String)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pool-server"))
         .args(["--port", "0", "--difficulty", &zeros.to_string(), "--data-dir"])
         .arg(data_dir)
+        .args(options)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -276,6 +286,31 @@ pub fn spawn_binary(data_dir: &Path, zeros: u64) -> Result<Binary, (i32, String)
                 return Err((status.code().unwrap_or(-1), log));
             }
         }
+    }
+}
+
+impl Binary {
+    /// `GET path` as JSON, blocking.
+    pub fn get(&self, path: &str) -> Value {
+        reqwest::blocking::get(format!("http://{}{path}", self.addr))
+            .expect("GET")
+            .json()
+            .expect("json")
+    }
+
+    /// Wins the current block at `zeros` over HTTP, blocking; returns the acknowledged block.
+    pub fn forge(&self, zeros: u64, id: &str) -> Value {
+        let last = self.get("/last_block")["last_block"].clone();
+        let proof = mine(&last, Difficulty::new(zeros).expect("difficulty in range"), 0);
+        let answer: Value = reqwest::blocking::Client::new()
+            .post(format!("http://{}/mine", self.addr))
+            .json(&serde_json::json!({"proof": proof, "id": id}))
+            .send()
+            .expect("POST /mine")
+            .json()
+            .expect("json");
+        assert_eq!(answer["message"], "New Block Forged", "{answer}");
+        answer["block"].clone()
     }
 }
 
