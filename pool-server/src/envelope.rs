@@ -70,3 +70,44 @@ fn refusal(status: StatusCode, message: String) -> Response {
 fn header_bytes(headers: &HeaderMap) -> usize {
     headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::Request;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn answer(app: Router, uri: &str) -> (StatusCode, Option<String>, String) {
+        let request = Request::get(uri).body(Body::empty()).expect("a request");
+        let response = app.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let content_type =
+            response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("a body");
+        (status, content_type, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_error_gets_a_json_message_and_others_pass_untouched() {
+        let app = Router::new()
+            .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route("/gone", get(|| async { StatusCode::GONE }))
+            .route("/ok", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(envelope));
+        let (status, content_type, body) = answer(app.clone(), "/busy").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        assert_eq!(
+            body,
+            r#"{"message":"service unavailable: the request took too long; try again"}"#
+        );
+        let (status, _, body) = answer(app.clone(), "/gone").await;
+        assert_eq!((status, body.as_str()), (StatusCode::GONE, r#"{"message":"gone"}"#));
+        let (status, _, body) = answer(app, "/ok").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "fine"));
+    }
+}
