@@ -257,6 +257,22 @@ impl Pool {
     async fn start_with(zeros: u64, tls: Option<pool_server::tls::TlsFiles>) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve(zeros, tls, listener, data)
+    }
+
+    /// Starts a server again on the address and data dir of one stopped with
+    /// [`Pool::stop_keeping`]: the same chain on the same port.
+    pub async fn restart(zeros: u64, addr: SocketAddr, data: tempfile::TempDir) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("re-bind the same port");
+        Self::serve(zeros, None, listener, data)
+    }
+
+    fn serve(
+        zeros: u64,
+        tls: Option<pool_server::tls::TlsFiles>,
+        listener: TcpListener,
+        data: tempfile::TempDir,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let mut config = pool_server::Config::new(
             addr,
@@ -273,6 +289,15 @@ impl Pool {
 
     pub async fn chain(&self) -> Vec<Value> {
         get_chain(self.addr).await
+    }
+
+    /// Stops the server, keeping its address and data dir for [`Pool::restart`].
+    pub async fn stop_keeping(mut self) -> (SocketAddr, tempfile::TempDir) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("the server to stop", &mut self.task).await.expect("no panic").expect("clean stop");
+        (self.addr, self._data)
     }
 
     pub async fn stop(mut self) {
