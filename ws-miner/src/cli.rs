@@ -384,4 +384,25 @@ mod tests {
         assert!(matches!(escape, Err(ConfigError::BadId(IdError::Unprintable(0x1b)))));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn several_urls_are_pools_in_order() {
+        let dir = std::env::temp_dir().join(format!("ws-miner-pools-{}", std::process::id()));
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(["ws-miner", "--id", "p"].into_iter().chain(args.iter().copied()))
+                .expect("parses")
+        };
+        let c = cli(&["ws://a:1/ws", "http://b:2"]).into_config(&dir).expect("valid");
+        assert_eq!(c.endpoint, parse_endpoint("ws://a:1/ws").expect("valid"));
+        assert_eq!(c.failover, vec![parse_endpoint("http://b:2").expect("valid")]);
+        let one = cli(&[]).into_config(&dir).expect("valid");
+        assert_eq!(
+            (one.endpoint, one.failover),
+            (parse_endpoint(DEFAULT_URL).expect("ok"), vec![])
+        );
+        let many: Vec<String> = (0..=MAX_POOLS).map(|i| format!("ws://h{i}:1/ws")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(cli(&many).into_config(&dir), Err(ConfigError::Url { .. })));
+        assert!(cli(&many[1..]).into_config(&dir).is_ok());
+    }
 }

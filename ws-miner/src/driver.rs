@@ -48,8 +48,9 @@ pub(crate) struct Failover {
     /// Proofs found on another pool's block and not judged yet: sent here only if that block is
     /// this pool's current block, else dropped with a line.
     pub carried: Vec<Found>,
-    /// Set when this pool sent work: it works, and its back-off starts over.
-    pub worked: bool,
+    /// The last block this pool served (`None` before its first): set when this pool sent
+    /// work, which means it works and its back-off starts over.
+    pub block: Option<Arc<Work>>,
     /// Why this pool failed, once it did.
     pub failed: Option<String>,
 }
@@ -170,11 +171,11 @@ impl Ctx {
     /// Called with each block this pool serves: returns the proofs carried from another pool
     /// that solve `work`, this pool's current block, to be sent here; drops the others with a
     /// line each (their block is not this pool's, so they do not extend its chain).
-    pub(crate) fn carried_for(&mut self, work: &Work) -> Vec<Found> {
+    pub(crate) fn carried_for(&mut self, work: &Arc<Work>) -> Vec<Found> {
         let Some(failover) = self.failover.as_mut() else { return Vec::new() };
-        failover.worked = true;
+        failover.block = Some(work.clone());
         let (send, drop): (Vec<Found>, Vec<Found>) =
-            std::mem::take(&mut failover.carried).into_iter().partition(|f| *f.work == *work);
+            std::mem::take(&mut failover.carried).into_iter().partition(|f| *f.work == **work);
         for found in drop {
             self.reporter.emit(Event::ProofNotSent {
                 index: found.work.index,
@@ -185,6 +186,31 @@ impl Ctx {
             });
         }
         send
+    }
+
+    /// Called with each proof the search finds: returns it when it may be sent to this pool.
+    /// With several pools, a search still running on the previous pool's block may find a proof
+    /// after the switch: it is kept until this pool's first block decides (see
+    /// [`Ctx::carried_for`]), or dropped with a line when this pool's block is another.
+    pub(crate) fn sendable(&mut self, found: Found) -> Option<Found> {
+        let Some(failover) = self.failover.as_mut() else { return Some(found) };
+        match &failover.block {
+            Some(block) if **block == *found.work => Some(found),
+            Some(block) => {
+                self.reporter.emit(Event::ProofNotSent {
+                    index: found.work.index,
+                    block: forged(found.work.index),
+                    proof: found.proof,
+                    server: failover.url.clone(),
+                    server_block: forged(block.index),
+                });
+                None
+            }
+            None => {
+                failover.carried.push(found);
+                None
+            }
+        }
     }
 
     /// Returns the outcome that ends a `--once` run after a search was aborted.

@@ -259,6 +259,8 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Result<Outcome, Leav
                 }
             }
             found = ctx.miner.found() => {
+                // With several pools: only a proof for this pool's block goes to it.
+                let Some(found) = ctx.sendable(found) else { continue };
                 // Ctrl-C while the proof is being judged waits SHUTDOWN_GRACE for the answer,
                 // so that a win in flight is counted.
                 let judged = tokio::select! {

@@ -158,8 +158,8 @@ pub enum Event {
         /// Why: what failed on `from`, or that an earlier, preferred pool answers again.
         why: String,
     },
-    /// A proof found on one pool's block was not sent to the pool mined on now: that block is
-    /// not its current block (the proof does not extend its chain).
+    /// A proof (found on another pool's block) was not sent to the pool mined on now: its block
+    /// is not that pool's current block, so the proof does not extend that pool's chain.
     ProofNotSent {
         /// The index of the block the proof was mined on.
         index: Option<u64>,
@@ -314,8 +314,8 @@ impl Event {
                 format!("switching pools: from {from} to {to}: {why}")
             }
             Event::ProofNotSent { block, proof, server, server_block, .. } => format!(
-                "{}: proof {proof} not sent to {server}: it was found on another pool's block, \
-                 and {server} is forging {}",
+                "{}: proof {proof} not sent to {server}: its block is not that pool's current \
+                 block ({server} is forging {})",
                 block_name(*block),
                 block_name(*server_block)
             ),

@@ -133,7 +133,7 @@ pub(crate) async fn mine_pools(ctx: &mut Ctx) -> Outcome {
             url: name(endpoint),
             preferred: probe.is_some().then_some(rx),
             carried: std::mem::take(&mut carried),
-            worked: false,
+            block: None,
             failed: None,
         });
         if let Some(slot) = balances.get_mut(current) {
@@ -156,7 +156,7 @@ pub(crate) async fn mine_pools(ctx: &mut Ctx) -> Outcome {
         if let Some(slot) = balances.get_mut(current) {
             std::mem::swap(&mut ctx.balance, slot);
         }
-        let worked = ctx.failover.as_ref().is_some_and(|f| f.worked);
+        let worked = ctx.failover.as_ref().is_some_and(|f| f.block.is_some());
         if let Some(failover) = ctx.failover.take() {
             carried = failover.carried;
         }

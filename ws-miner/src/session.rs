@@ -161,6 +161,8 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
                 }
             }
             found = ctx.miner.found() => {
+                // With several pools: only a proof for this pool's block goes to it.
+                let Some(found) = ctx.sendable(found) else { continue };
                 match conn.as_mut() {
                     Some(ws) => {
                         if let Err(reason) = send_proof(ws, &ctx.config.id, &found).await {

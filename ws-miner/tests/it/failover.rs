@@ -96,6 +96,7 @@ async fn moves_to_the_second_pool_when_the_first_stops_and_back_when_it_returns(
 
     // The first comes back: the same chain on the same port.
     let first = Pool::restart(EASY, addr, data).await;
+    assert!(first.chain().await.len() > 1, "the first pool is back with its chain");
     assert_eq!(switch(&mut miner).await, (url_b.clone(), url_a.clone()));
     let won = accepted(&mut miner).await;
     let (_, events) = miner.stop().await;
@@ -139,7 +140,16 @@ async fn a_course_http_pool_is_mined_on_when_the_pool_server_stops() {
     let won = accepted(&mut miner).await;
     let (_, events) = miner.stop().await;
     on_chain(&first.chain().await, won, "fh");
-    assert_eq!(switches(&events), vec![(url_a.clone(), url_b.clone()), (url_b, url_a)]);
+    let lines: Vec<String> = events
+        .iter()
+        .filter(|e| matches!(e, Event::PoolSwitch { .. } | Event::Disconnected { .. }))
+        .map(Event::to_plain)
+        .collect();
+    assert_eq!(
+        switches(&events),
+        vec![(url_a.clone(), url_b.clone()), (url_b, url_a)],
+        "{lines:#?}"
+    );
     first.stop().await;
 }
 
@@ -190,6 +200,38 @@ async fn a_proof_is_not_sent_to_a_pool_whose_chain_it_does_not_extend() {
     assert_eq!(got["index"], 2, "{got}");
     assert!(solves(&own, EASY, &got["proof"]));
     miner.stop().await;
+}
+
+#[tokio::test]
+async fn a_proof_found_after_the_switch_on_the_old_block_is_not_sent_to_the_new_pool() {
+    let (first, second) = (WsServer::bind().await, WsServer::bind().await);
+    let (a, b) = (ws_endpoint(first.addr), ws_endpoint(second.addr));
+    let mut miner = MinerRun::start(pools_config(vec![a, b], "af"));
+    let mut ws = first.accept().await;
+    // A block that takes a while to solve; the first pool goes at once, the search goes on.
+    let old = block(1, "a");
+    send(&mut ws, block_frame(&old, 6)).await;
+    drop(ws);
+    drop(first);
+    let _ = switch(&mut miner).await;
+    let mut ws = second.accept().await;
+    let found = miner
+        .wait_for("the proof of the old block", |e| match e {
+            Event::SearchFinished { index: Some(1), proof, .. } => Some(*proof),
+            _ => None,
+        })
+        .await;
+    // Only now does the second pool serve its own block: the old proof was held back.
+    let own = block(7, "b");
+    send(&mut ws, block_frame(&own, EASY)).await;
+    let got = recv_proof(&mut ws).await;
+    assert_eq!(got["index"], 7, "the old block's proof {found} reached the new pool: {got}");
+    assert!(solves(&own, EASY, &got["proof"]));
+    let (_, events) = miner.stop().await;
+    assert!(
+        events.iter().any(|e| matches!(e, Event::ProofNotSent { proof, .. } if *proof == found)),
+        "{events:#?}"
+    );
 }
 
 #[tokio::test]

@@ -99,7 +99,7 @@ impl MinerRun {
         what: &str,
         mut pick: impl FnMut(&Event) -> Option<T>,
     ) -> T {
-        within(what, async {
+        let waited = tokio::time::timeout(DEADLINE, async {
             loop {
                 let Some(event) = self.events.recv().await else {
                     panic!("the miner ended while waiting for {what}; events: {:#?}", self.seen)
@@ -110,7 +110,15 @@ impl MinerRun {
                 }
             }
         })
-        .await
+        .await;
+        match waited {
+            Ok(value) => value,
+            Err(_) => {
+                let last = &self.seen[self.seen.len().saturating_sub(40)..];
+                let lines: Vec<String> = last.iter().map(Event::to_plain).collect();
+                panic!("timed out waiting for {what}; the last events:\n{}", lines.join("\n"))
+            }
+        }
     }
 
     /// Waits for the run to end on its own (e.g. `--once`); returns its outcome and the summary.
@@ -297,6 +305,20 @@ impl Pool {
             let _ = stop.send(());
         }
         within("the server to stop", &mut self.task).await.expect("no panic").expect("clean stop");
+        // `run` may return while a task of the old server still holds its state, and with it
+        // the data dir's lock: wait for the lock (a blocking `flock`), so that the restart
+        // does not find it taken.
+        let lock = self._data.path().join(pool_server::lockfile::LOCK_FILE);
+        within("the old server to release its data dir", async {
+            tokio::task::spawn_blocking(move || {
+                let file = std::fs::OpenOptions::new().write(true).open(&lock)?;
+                file.lock()
+            })
+            .await
+        })
+        .await
+        .expect("no panic")
+        .expect("the lock file can be locked");
         (self.addr, self._data)
     }
 
