@@ -106,8 +106,17 @@ async fn moves_to_the_second_pool_when_the_first_stops_and_back_when_it_returns(
         vec![(url_a.clone(), url_b.clone()), (url_b, url_a)],
         "one event per switch"
     );
-    // Each proof went to the pool whose block it solves: none was invalid.
-    assert_eq!(summary(&events).rejected_invalid, 0, "{events:#?}");
+    // Each proof went to the pool whose block it solves: none was invalid (a proof refused by
+    // the server's proof rate limit, which EASY blocks can reach, is counted invalid too).
+    let invalid: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Rejected { reason: "invalid", message, .. }
+                if !message.contains("too many proofs"))
+        })
+        .map(Event::to_plain)
+        .collect();
+    assert!(invalid.is_empty(), "{invalid:#?}");
     first.stop().await;
     second.stop().await;
 }
