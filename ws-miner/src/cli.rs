@@ -18,6 +18,9 @@ use crate::search::Kernel;
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:5000/ws";
 /// The file the miner's id is read from, in the working directory.
 pub const ID_FILE: &str = "my_id.txt";
+/// The most server URLs one run takes (`ws-miner URL [URL...]`, an ordered list of pools); more
+/// is a usage error (exit 2).
+pub const MAX_POOLS: usize = 16;
 /// How often the course HTTP protocol polls `GET /last_block`.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -28,9 +31,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Cli {
     /// Server to mine on: ws://HOST:PORT/ws (a pool-server), or http://HOST:PORT (tries the
     /// WebSocket endpoint /ws first, else the course HTTP API: GET /last_block, POST /mine);
-    /// wss:// and https:// for the same over TLS.
-    #[arg(default_value = DEFAULT_URL)]
-    pub url: String,
+    /// wss:// and https:// for the same over TLS. Several (at most 16): an ordered list of
+    /// pools: mine on the first that answers, move to the next when it fails, and go back to
+    /// an earlier one as soon as it answers again.
+    #[arg(default_value = DEFAULT_URL, num_args = 1..)]
+    pub url: Vec<String>,
 
     /// Miner id credited with the coins [default: the contents of ./my_id.txt].
     #[arg(long, value_name = "NAME")]
@@ -117,8 +122,11 @@ impl Endpoint {
 /// The validated configuration of a run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to mine.
+    /// Where to mine (the first, preferred pool).
     pub endpoint: Endpoint,
+    /// The pools after `endpoint`, in order of preference: mined on while every earlier one
+    /// fails (empty: one server, retried on its own as long as it fails).
+    pub failover: Vec<Endpoint>,
     /// The id credited with the coins (trimmed).
     pub id: String,
     /// Search worker threads.
@@ -153,6 +161,7 @@ impl Config {
     pub fn new(endpoint: Endpoint, id: &str) -> Self {
         Config {
             endpoint,
+            failover: Vec::new(),
             id: id.trim().to_owned(),
             threads: 2,
             format: Format::Plain,
@@ -169,12 +178,17 @@ impl Config {
         .with_default_tls()
     }
 
-    /// Gives an endpoint that needs TLS the system's roots, if it has no TLS settings yet.
-    fn with_default_tls(mut self) -> Self {
-        if self.tls.is_none() && self.endpoint.needs_tls() {
+    /// Gives endpoints that need TLS the system's roots, if there are no TLS settings yet.
+    pub fn with_default_tls(mut self) -> Self {
+        if self.tls.is_none() && self.endpoints().any(Endpoint::needs_tls) {
             self.tls = crate::tls::client_config(None).ok();
         }
         self
+    }
+
+    /// Returns every pool, the preferred first.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        std::iter::once(&self.endpoint).chain(&self.failover)
     }
 }
 
@@ -207,8 +221,17 @@ impl Cli {
             other => ConfigError::BadId(other),
         })?;
         let id = id.as_str();
-        let endpoint = parse_endpoint(&self.url)?;
-        let tls = if endpoint.needs_tls() || self.ca.is_some() {
+        if self.url.len() > MAX_POOLS {
+            return Err(ConfigError::Url {
+                url: self.url.join(" "),
+                why: format!("{} URLs; at most {MAX_POOLS}", self.url.len()),
+            });
+        }
+        let mut endpoints = Vec::with_capacity(self.url.len());
+        for url in &self.url {
+            endpoints.push(parse_endpoint(url)?);
+        }
+        let tls = if endpoints.iter().any(Endpoint::needs_tls) || self.ca.is_some() {
             Some(crate::tls::client_config(self.ca.as_deref())?)
         } else {
             None
@@ -226,8 +249,14 @@ impl Cli {
         } else {
             Format::Plain
         };
+        let mut endpoints = endpoints.into_iter();
+        let endpoint = endpoints.next().ok_or_else(|| ConfigError::Url {
+            url: String::new(),
+            why: "no server URL".to_owned(),
+        })?;
         Ok(Config {
             endpoint,
+            failover: endpoints.collect(),
             id: id.to_owned(),
             threads,
             format,
@@ -354,5 +383,26 @@ mod tests {
         let escape = cli(&["--id", "a\u{1b}[2J"]).into_config(&dir);
         assert!(matches!(escape, Err(ConfigError::BadId(IdError::Unprintable(0x1b)))));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn several_urls_are_pools_in_order() {
+        let dir = std::env::temp_dir().join(format!("ws-miner-pools-{}", std::process::id()));
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(["ws-miner", "--id", "p"].into_iter().chain(args.iter().copied()))
+                .expect("parses")
+        };
+        let c = cli(&["ws://a:1/ws", "http://b:2"]).into_config(&dir).expect("valid");
+        assert_eq!(c.endpoint, parse_endpoint("ws://a:1/ws").expect("valid"));
+        assert_eq!(c.failover, vec![parse_endpoint("http://b:2").expect("valid")]);
+        let one = cli(&[]).into_config(&dir).expect("valid");
+        assert_eq!(
+            (one.endpoint, one.failover),
+            (parse_endpoint(DEFAULT_URL).expect("ok"), vec![])
+        );
+        let many: Vec<String> = (0..=MAX_POOLS).map(|i| format!("ws://h{i}:1/ws")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(matches!(cli(&many).into_config(&dir), Err(ConfigError::Url { .. })));
+        assert!(cli(&many[1..]).into_config(&dir).is_ok());
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::balance::BalanceProbe;
 use crate::cli::Config;
@@ -33,6 +33,34 @@ pub(crate) struct Ctx {
     pub reached: bool,
     /// Ctrl-C came while proofs were in flight: only their answers are awaited now.
     pub draining: bool,
+    /// With several pools (`ws-miner URL [URL...]`): this pool's part in the failover; `None`
+    /// with one server, which the transport retries on its own as long as it fails.
+    pub failover: Option<Failover>,
+}
+
+/// A transport's part in the failover across several pools (see `pools`): it leaves its pool
+/// when it fails (instead of retrying it) or when an earlier, preferred pool answers again.
+pub(crate) struct Failover {
+    /// The pool mined on (for lines).
+    pub url: String,
+    /// Resolves when a pool earlier in the list answers again; `None` on the first pool.
+    pub preferred: Option<oneshot::Receiver<()>>,
+    /// Proofs found on another pool's block and not judged yet: sent here only if that block is
+    /// this pool's current block, else dropped with a line.
+    pub carried: Vec<Found>,
+    /// The last block this pool served (`None` before its first): set when this pool sent
+    /// work, which means it works and its back-off starts over.
+    pub block: Option<Arc<Work>>,
+    /// Why this pool failed, once it did.
+    pub failed: Option<String>,
+}
+
+/// Why a transport left its pool (runs with several pools only).
+pub(crate) enum Leave {
+    /// The pool failed: why.
+    Failed(String),
+    /// An earlier, preferred pool answers again.
+    Preferred,
 }
 
 impl Ctx {
@@ -115,6 +143,76 @@ impl Ctx {
         self.once_after_result(false)
     }
 
+    /// With several pools: notes that this pool failed (`reason`) and returns `None`; the
+    /// transport then leaves it (see [`Ctx::left`]). With one server: returns `reason`, which
+    /// the transport reports before it retries, as always.
+    pub(crate) fn fail(&mut self, reason: String) -> Option<String> {
+        match self.failover.as_mut() {
+            Some(failover) => {
+                failover.failed.get_or_insert(reason);
+                None
+            }
+            None => Some(reason),
+        }
+    }
+
+    /// Returns why this pool failed, if it did (runs with several pools only).
+    pub(crate) fn left(&mut self) -> Option<String> {
+        self.failover.as_mut().and_then(|f| f.failed.take())
+    }
+
+    /// Hands proofs not judged on this pool to the next one (runs with several pools only).
+    pub(crate) fn carry(&mut self, proofs: impl IntoIterator<Item = Found>) {
+        if let Some(failover) = self.failover.as_mut() {
+            failover.carried.extend(proofs);
+        }
+    }
+
+    /// Called with each block this pool serves: returns the proofs carried from another pool
+    /// that solve `work`, this pool's current block, to be sent here; drops the others with a
+    /// line each (their block is not this pool's, so they do not extend its chain).
+    pub(crate) fn carried_for(&mut self, work: &Arc<Work>) -> Vec<Found> {
+        let Some(failover) = self.failover.as_mut() else { return Vec::new() };
+        failover.block = Some(work.clone());
+        let (send, drop): (Vec<Found>, Vec<Found>) =
+            std::mem::take(&mut failover.carried).into_iter().partition(|f| *f.work == **work);
+        for found in drop {
+            self.reporter.emit(Event::ProofNotSent {
+                index: found.work.index,
+                block: forged(found.work.index),
+                proof: found.proof,
+                server: failover.url.clone(),
+                server_block: forged(work.index),
+            });
+        }
+        send
+    }
+
+    /// Called with each proof the search finds: returns it when it may be sent to this pool.
+    /// With several pools, a search still running on the previous pool's block may find a proof
+    /// after the switch: it is kept until this pool's first block decides (see
+    /// [`Ctx::carried_for`]), or dropped with a line when this pool's block is another.
+    pub(crate) fn sendable(&mut self, found: Found) -> Option<Found> {
+        let Some(failover) = self.failover.as_mut() else { return Some(found) };
+        match &failover.block {
+            Some(block) if **block == *found.work => Some(found),
+            Some(block) => {
+                self.reporter.emit(Event::ProofNotSent {
+                    index: found.work.index,
+                    block: forged(found.work.index),
+                    proof: found.proof,
+                    server: failover.url.clone(),
+                    server_block: forged(block.index),
+                });
+                None
+            }
+            None => {
+                failover.carried.push(found);
+                None
+            }
+        }
+    }
+
     /// Returns the outcome that ends a `--once` run after a search was aborted.
     pub(crate) fn once_after_abort(&self) -> Option<Outcome> {
         self.config.once.then_some(Outcome::Lost)
@@ -140,6 +238,21 @@ pub(crate) enum Verdict {
 /// Resolves when the shutdown signal is set; never if its sender is gone.
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|stop| *stop).await.is_err() {
+        pending::<()>().await;
+    }
+}
+
+/// Resolves when a pool earlier in the list than the one mined on answers again; never with
+/// one server, on the first pool, or once the probe is gone.
+pub(crate) async fn preferred_back(failover: &mut Option<Failover>) {
+    let Some(slot) = failover.as_mut().map(|f| &mut f.preferred) else {
+        return pending().await;
+    };
+    let Some(rx) = slot.as_mut() else { return pending().await };
+    let answered = rx.await.is_ok();
+    // A finished receiver must not be polled again.
+    *slot = None;
+    if !answered {
         pending::<()>().await;
     }
 }

@@ -16,7 +16,9 @@ use tokio::time::{Instant, interval, sleep_until};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::driver::{Ctx, STATUS_EVERY, Verdict, carries_our_proof, stopped};
+use crate::driver::{
+    Ctx, Leave, STATUS_EVERY, Verdict, carries_our_proof, preferred_back, stopped,
+};
 use crate::error::Outcome;
 use crate::http_body::read_capped;
 use crate::job::{Dialect, Work, detect_dialect, extract_block, extract_chain, says_forged};
@@ -138,8 +140,10 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Mines on a course HTTP server under `base` until the run ends.
-pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
+/// Mines on a course HTTP server under `base` until the run ends, or, with several pools,
+/// until this one fails or an earlier one answers again (`Err`; unjudged proofs are carried in
+/// the context).
+pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Result<Outcome, Leave> {
     let builder = Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(REQUEST_TIMEOUT);
     let builder = match &ctx.config.tls {
         Some(tls) => builder.use_preconfigured_tls((**tls).clone()),
@@ -150,7 +154,7 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
         Err(e) => {
             ctx.reporter
                 .emit(Event::ServerError { message: format!("cannot build an HTTP client: {e}") });
-            return Outcome::Lost;
+            return Ok(Outcome::Lost);
         }
     };
     let course = Course { client, base: base.clone() };
@@ -169,16 +173,21 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
     let show_status = ctx.reporter.has_status_line();
     loop {
         tokio::select! {
-            () = stopped(&mut shutdown) => return Outcome::Interrupted,
+            () = stopped(&mut shutdown) => return Ok(Outcome::Interrupted),
             () = sleep_until(next_poll) => {
                 let polled = tokio::select! {
                     r = course.last_block() => r,
-                    () = stopped(&mut shutdown) => return Outcome::Interrupted,
+                    () = stopped(&mut shutdown) => return Ok(Outcome::Interrupted),
                 };
                 let arrival = ctx.miner.arrival();
                 let (block, difficulty) = match polled {
                     Ok(answer) => answer,
                     Err(error) => {
+                        if ctx.failover.is_some() {
+                            // Several pools: the next one is tried instead (see `pools`).
+                            ctx.carry(unsent.take());
+                            return Err(Leave::Failed(error));
+                        }
                         let delay = backoff.next_delay();
                         next_poll = Instant::now() + delay;
                         if connected {
@@ -217,24 +226,41 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                     });
                 }
                 let work = Arc::new(Work::new(&block, difficulty, choice.dialect()));
+                // Proofs found on another pool's block go out only if it is this server's too.
+                let carried = ctx.carried_for(&work);
+                if !carried.is_empty() {
+                    for found in carried {
+                        match submit(ctx, &course, &mut choice, found.clone()).await {
+                            Submitted::Judged(Some(outcome)) => return Ok(outcome),
+                            Submitted::Judged(None) => {}
+                            Submitted::Unreachable => ctx.carry([found]),
+                        }
+                    }
+                    // Look at the chain again at once: it may have moved.
+                    next_poll = Instant::now();
+                    seen = None;
+                    continue;
+                }
                 if let Some(found) = unsent.take() {
                     if *found.work == *work {
                         match submit(ctx, &course, &mut choice, found.clone()).await {
-                            Submitted::Judged(Some(outcome)) => return outcome,
+                            Submitted::Judged(Some(outcome)) => return Ok(outcome),
                             Submitted::Judged(None) => next_poll = Instant::now(),
                             Submitted::Unreachable => unsent = Some(found),
                         }
                         continue;
                     }
                     if let Some(outcome) = ctx.settle(&found, &block) {
-                        return outcome;
+                        return Ok(outcome);
                     }
                 }
                 if let Some(outcome) = ctx.follow(work, arrival).await {
-                    return outcome;
+                    return Ok(outcome);
                 }
             }
             found = ctx.miner.found() => {
+                // With several pools: only a proof for this pool's block goes to it.
+                let Some(found) = ctx.sendable(found) else { continue };
                 // Ctrl-C while the proof is being judged waits SHUTDOWN_GRACE for the answer,
                 // so that a win in flight is counted.
                 let judged = tokio::select! {
@@ -242,16 +268,21 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Outcome {
                     () = async {
                         stopped(&mut shutdown).await;
                         tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    } => return Outcome::Interrupted,
+                    } => return Ok(Outcome::Interrupted),
                 };
                 match judged {
-                    Submitted::Judged(Some(outcome)) => return outcome,
+                    Submitted::Judged(Some(outcome)) => return Ok(outcome),
                     Submitted::Judged(None) => {}
                     Submitted::Unreachable => unsent = Some(found),
                 }
                 // Look at the chain at once: a new block to mine, or the same one again.
                 next_poll = Instant::now();
                 seen = None;
+            }
+            // Several pools: an earlier one answers again.
+            () = preferred_back(&mut ctx.failover) => {
+                ctx.carry(unsent.take());
+                return Err(Leave::Preferred);
             }
             _ = status.tick(), if show_status => ctx.miner.show_status(),
         }
@@ -286,7 +317,10 @@ async fn submit(
             (StatusCode::INTERNAL_SERVER_ERROR, Value::String(reason))
         }
         Err(reason) => {
-            ctx.reporter.emit(Event::Disconnected { reason });
+            // With several pools the next poll's failure leaves this one (see `pools`).
+            if ctx.failover.is_none() {
+                ctx.reporter.emit(Event::Disconnected { reason });
+            }
             return Submitted::Unreachable;
         }
     };

@@ -6,6 +6,7 @@
 //!   whose block is gone, verdicts, `--once`); neither transport imports the other.
 //! - [`session`] (private): the WebSocket session with pushed work and reconnects.
 //! - [`http`] (private): the course HTTP protocol (polling `/last_block`, `POST /mine`).
+//! - `pools` (private): failover across an ordered list of pools, above both transports.
 //! - [`job`]: block extraction, dialects, success detection: pure functions over JSON.
 //! - [`miner`] (private): runs one search at a time on blocking threads and keeps the totals.
 //! - [`output`]: every user-facing line, as [`Event`]s rendered plain, as JSON or not at all.
@@ -29,6 +30,7 @@ pub mod limits;
 mod miner;
 mod net;
 pub mod output;
+mod pools;
 pub mod search;
 mod session;
 pub mod tls;
@@ -45,7 +47,6 @@ use crate::balance::BalanceProbe;
 use crate::driver::Ctx;
 use crate::miner::Miner;
 use crate::search::Searcher;
-use crate::session::{WsEnd, mine_ws};
 
 /// Returns an HTTP client with the run's TLS settings (the system's roots plus `--ca`).
 pub(crate) fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
@@ -92,16 +93,13 @@ pub async fn run(
         balance,
         reached: false,
         draining: false,
+        failover: None,
     };
-    let outcome = match &endpoint {
-        Endpoint::WebSocket(url) => match mine_ws(&mut ctx, url, false).await {
-            WsEnd::Done(outcome) => outcome,
-            WsEnd::Fallback => Outcome::Lost,
-        },
-        Endpoint::Http { base, ws } => match mine_ws(&mut ctx, ws, true).await {
-            WsEnd::Done(outcome) => outcome,
-            WsEnd::Fallback => http::mine_http(&mut ctx, base).await,
-        },
+    let outcome = if ctx.config.failover.is_empty() {
+        // One server: its transport retries it as long as it fails; it never leaves.
+        pools::leg(&mut ctx, &endpoint, &mut false).await.unwrap_or(Outcome::Lost)
+    } else {
+        pools::mine_pools(&mut ctx).await
     };
     ctx.miner.halt().await;
     signal.abort();

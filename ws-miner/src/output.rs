@@ -149,6 +149,29 @@ pub enum Event {
         /// The proof.
         proof: u64,
     },
+    /// With several pools (`ws-miner URL [URL...]`): mining moves from one pool to another.
+    PoolSwitch {
+        /// The pool left.
+        from: String,
+        /// The pool mined on next.
+        to: String,
+        /// Why: what failed on `from`, or that an earlier, preferred pool answers again.
+        why: String,
+    },
+    /// A proof (found on another pool's block) was not sent to the pool mined on now: its block
+    /// is not that pool's current block, so the proof does not extend that pool's chain.
+    ProofNotSent {
+        /// The index of the block the proof was mined on.
+        index: Option<u64>,
+        /// The number of the block the proof tried to forge (`index + 1`).
+        block: Option<u64>,
+        /// The proof.
+        proof: u64,
+        /// The pool mined on now.
+        server: String,
+        /// The number of the block that pool is forging (its last block's index + 1).
+        server_block: Option<u64>,
+    },
     /// Something the server sent could not be used; it was ignored.
     Ignored {
         /// What and why.
@@ -287,6 +310,15 @@ impl Event {
                 "{}: proof {proof} dropped: the chain moved on while the server was away",
                 block_name(*block)
             ),
+            Event::PoolSwitch { from, to, why } => {
+                format!("switching pools: from {from} to {to}: {why}")
+            }
+            Event::ProofNotSent { block, proof, server, server_block, .. } => format!(
+                "{}: proof {proof} not sent to {server}: its block is not that pool's current \
+                 block ({server} is forging {})",
+                block_name(*block),
+                block_name(*server_block)
+            ),
             Event::Ignored { what } => format!("ignored from the server: {what}"),
             Event::ServerError { message } => format!("server error: {message}"),
             Event::Summary(s) => format!(
@@ -326,6 +358,12 @@ impl Event {
             }
             Event::Rejected { index, block, proof, reason, message } => {
                 Event::Rejected { index, block, proof, reason, message: s(message) }
+            }
+            Event::PoolSwitch { from, to, why } => {
+                Event::PoolSwitch { from: s(from), to: s(to), why: s(why) }
+            }
+            Event::ProofNotSent { index, block, proof, server, server_block } => {
+                Event::ProofNotSent { index, block, proof, server: s(server), server_block }
             }
             Event::Ignored { what } => Event::Ignored { what: s(what) },
             Event::ServerError { message } => Event::ServerError { message: s(message) },

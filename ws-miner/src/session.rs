@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::driver::{Ctx, STATUS_EVERY, Verdict, stopped};
+use crate::driver::{Ctx, Leave, STATUS_EVERY, Verdict, preferred_back, stopped};
 use crate::error::Outcome;
 use crate::http_body::bytes_text;
 use crate::job::{Dialect, Work};
@@ -45,6 +45,9 @@ pub(crate) enum WsEnd {
     Done(Outcome),
     /// The server answered the upgrade with a plain HTTP status: use the course HTTP protocol.
     Fallback,
+    /// Several pools: this one failed, or an earlier one answers again (unjudged proofs are
+    /// carried in the context).
+    Left(Leave),
 }
 
 /// Proof bookkeeping across frames and reconnects.
@@ -76,6 +79,12 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
     loop {
         if ctx.draining && (proofs.awaiting.is_empty() || conn.is_none()) {
             return WsEnd::Done(Outcome::Interrupted);
+        }
+        if let Some(reason) = ctx.left() {
+            let unjudged: Vec<Found> =
+                proofs.awaiting.drain(..).chain(proofs.unsent.drain(..)).collect();
+            ctx.carry(unjudged);
+            return WsEnd::Left(Leave::Failed(reason));
         }
         tokio::select! {
             () = stopped(&mut shutdown), if !ctx.draining => {
@@ -112,6 +121,7 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
                     Ok(Err(ConnectError::Other(e))) => e,
                     Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
                 };
+                let Some(error) = ctx.fail(error) else { continue };
                 let delay = backoff.next_delay();
                 retry_at = Instant::now() + delay;
                 ctx.reporter.emit(Event::ConnectFailed {
@@ -151,6 +161,8 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
                 }
             }
             found = ctx.miner.found() => {
+                // With several pools: only a proof for this pool's block goes to it.
+                let Some(found) = ctx.sendable(found) else { continue };
                 match conn.as_mut() {
                     Some(ws) => {
                         if let Err(reason) = send_proof(ws, &ctx.config.id, &found).await {
@@ -175,6 +187,12 @@ pub(crate) async fn mine_ws(ctx: &mut Ctx, url: &Url, fallback: bool) -> WsEnd {
                     }
                 }
             }
+            // Several pools: an earlier one answers again; leave once no answer is awaited here.
+            () = preferred_back(&mut ctx.failover), if proofs.awaiting.is_empty() && !ctx.draining => {
+                let unsent = std::mem::take(&mut proofs.unsent);
+                ctx.carry(unsent);
+                return WsEnd::Left(Leave::Preferred);
+            }
             _ = status.tick(), if show_status => ctx.miner.show_status(),
         }
     }
@@ -189,7 +207,7 @@ async fn next_frame(conn: &mut Option<Ws>) -> Option<Result<Message, tungstenite
 
 /// Drops the connection and schedules the next attempt.
 fn lose(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     conn: &mut Option<Ws>,
     proofs: &mut Proofs,
     backoff: &mut Backoff,
@@ -200,6 +218,8 @@ fn lose(
     // A proof whose answer was lost with the connection is sent again if its block is still
     // current when the server is back; the server says stale if it had already counted it.
     proofs.unsent.extend(proofs.awaiting.drain(..));
+    // With several pools the next one is tried instead (see `pools`).
+    let Some(reason) = ctx.fail(reason) else { return };
     *retry_at = Instant::now() + backoff.next_delay();
     ctx.reporter.emit(Event::Disconnected { reason });
 }
@@ -317,6 +337,16 @@ async fn handle_text(
             // A frame without a difficulty: the user's --zeros decides.
             let difficulty = difficulty.unwrap_or(ctx.config.zeros);
             let work = Arc::new(Work::new(&block, difficulty, dialect));
+            // Proofs found on another pool's block go out only if it is this server's block too.
+            let mut carried = ctx.carried_for(&work).into_iter();
+            while let Some(found) = carried.next() {
+                if let Err(reason) = send_proof(ws, &ctx.config.id, &found).await {
+                    proofs.unsent.push(found);
+                    proofs.unsent.extend(carried);
+                    return Step::Lost(reason);
+                }
+                proofs.awaiting.push_back(found);
+            }
             for found in std::mem::take(&mut proofs.unsent) {
                 if *found.work == *work {
                     if let Err(reason) = send_proof(ws, &ctx.config.id, &found).await {

@@ -40,6 +40,28 @@ fn bad_settings_are_usage_errors() {
         &["--bench", "--kernel", "md5"],
         &["--id", "a", "--nice", "20"],
         &["--id", "a", "--nice", "-1"],
+        &["--id", "a", "ws://127.0.0.1:9/ws", "ftp://example.com"],
+        &[
+            "--id",
+            "a",
+            "ws://a/ws",
+            "ws://b/ws",
+            "ws://c/ws",
+            "ws://d/ws",
+            "ws://e/ws",
+            "ws://f/ws",
+            "ws://g/ws",
+            "ws://h/ws",
+            "ws://i/ws",
+            "ws://j/ws",
+            "ws://k/ws",
+            "ws://l/ws",
+            "ws://m/ws",
+            "ws://n/ws",
+            "ws://o/ws",
+            "ws://p/ws",
+            "ws://q/ws",
+        ],
     ] {
         let out = run_in(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -323,5 +345,48 @@ async fn ctrl_c_stops_the_workers_prints_the_summary_and_exits_130() {
     assert!(summary[0].contains("0 blocks won, coins: 0 this run"), "{summary:?}");
     for line in &lines {
         println!("{line}");
+    }
+}
+
+#[tokio::test]
+async fn a_pool_switch_is_one_json_event_and_one_plain_line() {
+    for json in [true, false] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The first pool: a port nobody listens on.
+        let dead = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("ws://{}/ws", probe.local_addr().expect("addr"))
+        };
+        let server = WsServer::bind().await;
+        let url = format!("ws://{}/ws", server.addr);
+        let mut args = vec!["--once", "--id", "p", "-t", "1", &dead, &url];
+        if json {
+            args.insert(0, "--json");
+        }
+        let bin = Bin::start(dir.path(), &args);
+        let mut ws = server.accept().await;
+        send(&mut ws, block_frame(&block(4, "pools"), EASY)).await;
+        recv_proof(&mut ws).await;
+        send(&mut ws, result_frame(true, "New Block Forged", None, 5)).await;
+        let (code, lines) = bin.wait().await;
+        assert_eq!(code, Some(0), "{lines:#?}");
+        if json {
+            let switches: Vec<serde_json::Value> = lines
+                .iter()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON lines"))
+                .filter(|v| v["event"] == "pool_switch")
+                .collect();
+            assert_eq!(switches.len(), 1, "{lines:#?}");
+            assert_eq!((&switches[0]["from"], &switches[0]["to"]), (&dead.into(), &url.into()));
+            assert!(switches[0]["why"].as_str().is_some_and(|w| !w.is_empty()));
+        } else {
+            let switches: Vec<&String> =
+                lines.iter().filter(|l| l.starts_with("switching pools")).collect();
+            assert_eq!(switches.len(), 1, "{lines:#?}");
+            println!("{}", switches[0]);
+            assert!(switches[0].contains(&format!("from {dead} to {url}: ")), "{}", switches[0]);
+            // The first pool's failure is said in the switch line, not in a line of its own.
+            assert!(!lines.iter().any(|l| l.starts_with("cannot connect")), "{lines:#?}");
+        }
     }
 }

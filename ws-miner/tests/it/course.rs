@@ -12,13 +12,13 @@ use ws_miner::job::Dialect;
 use ws_miner::{Event, Outcome};
 
 /// A running `server.py`, killed when dropped.
-struct Flask {
+pub struct Flask {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Flask {
-    async fn start(args: &[&str]) -> Self {
+    pub async fn start(args: &[&str]) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/flask/server.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -48,7 +48,7 @@ impl Flask {
         Flask { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
     }
 
-    async fn chain(&self) -> Vec<Value> {
+    pub async fn chain(&self) -> Vec<Value> {
         get_chain(self.addr).await
     }
 }

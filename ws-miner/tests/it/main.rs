@@ -4,6 +4,7 @@
 mod cli;
 mod course;
 mod e2e;
+mod failover;
 mod hardening;
 mod support;
 mod tls;

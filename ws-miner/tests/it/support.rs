@@ -99,7 +99,7 @@ impl MinerRun {
         what: &str,
         mut pick: impl FnMut(&Event) -> Option<T>,
     ) -> T {
-        within(what, async {
+        let waited = tokio::time::timeout(DEADLINE, async {
             loop {
                 let Some(event) = self.events.recv().await else {
                     panic!("the miner ended while waiting for {what}; events: {:#?}", self.seen)
@@ -110,7 +110,15 @@ impl MinerRun {
                 }
             }
         })
-        .await
+        .await;
+        match waited {
+            Ok(value) => value,
+            Err(_) => {
+                let last = &self.seen[self.seen.len().saturating_sub(40)..];
+                let lines: Vec<String> = last.iter().map(Event::to_plain).collect();
+                panic!("timed out waiting for {what}; the last events:\n{}", lines.join("\n"))
+            }
+        }
     }
 
     /// Waits for the run to end on its own (e.g. `--once`); returns its outcome and the summary.
@@ -257,6 +265,22 @@ impl Pool {
     async fn start_with(zeros: u64, tls: Option<pool_server::tls::TlsFiles>) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve(zeros, tls, listener, data)
+    }
+
+    /// Starts a server again on the address and data dir of one stopped with
+    /// [`Pool::stop_keeping`]: the same chain on the same port.
+    pub async fn restart(zeros: u64, addr: SocketAddr, data: tempfile::TempDir) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("re-bind the same port");
+        Self::serve(zeros, None, listener, data)
+    }
+
+    fn serve(
+        zeros: u64,
+        tls: Option<pool_server::tls::TlsFiles>,
+        listener: TcpListener,
+        data: tempfile::TempDir,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let mut config = pool_server::Config::new(
             addr,
@@ -273,6 +297,29 @@ impl Pool {
 
     pub async fn chain(&self) -> Vec<Value> {
         get_chain(self.addr).await
+    }
+
+    /// Stops the server, keeping its address and data dir for [`Pool::restart`].
+    pub async fn stop_keeping(mut self) -> (SocketAddr, tempfile::TempDir) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        within("the server to stop", &mut self.task).await.expect("no panic").expect("clean stop");
+        // `run` may return while a task of the old server still holds its state, and with it
+        // the data dir's lock: wait for the lock (a blocking `flock`), so that the restart
+        // does not find it taken.
+        let lock = self._data.path().join(pool_server::lockfile::LOCK_FILE);
+        within("the old server to release its data dir", async {
+            tokio::task::spawn_blocking(move || {
+                let file = std::fs::OpenOptions::new().write(true).open(&lock)?;
+                file.lock()
+            })
+            .await
+        })
+        .await
+        .expect("no panic")
+        .expect("the lock file can be locked");
+        (self.addr, self._data)
     }
 
     pub async fn stop(mut self) {
