@@ -50,6 +50,9 @@ pub enum AppError {
     /// The route exists but not for this method.
     #[error("method {0} is not allowed here")]
     MethodNotAllowed(String),
+    /// The server is stopping and no longer judges or stores anything.
+    #[error("the server is shutting down; try again when it is back")]
+    ShuttingDown,
     /// Something broke on our side; the details stay in the log.
     #[error("something went wrong")]
     Internal(#[source] anyhow::Error),
@@ -66,6 +69,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::TooMany(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -126,14 +126,25 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutting down");
     };
-    serve::serve(listener, app(state), config.limits, tls, shutdown, token.clone(), tasks.clone())
-        .await;
+    serve::serve(
+        listener,
+        app(state.clone()),
+        config.limits,
+        tls,
+        shutdown,
+        token.clone(),
+        tasks.clone(),
+    )
+    .await;
     // Closes every WebSocket and asks HTTP connections to finish their request in flight.
     token.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
         tracing::warn!("some WebSocket connections did not close in time");
     }
+    // Tasks that outlived the grace may still hold the state: close the chain itself, so the
+    // stop is recorded and the data directory is free once `run` returns.
+    state.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -51,7 +51,8 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Shared {
-    ledger: Mutex<Ledger>,
+    /// `None` once the server has closed it ([`AppState::close`]).
+    ledger: Mutex<Option<Ledger>>,
     difficulty: Difficulty,
     latest: watch::Sender<Arc<Latest>>,
     shutdown: CancellationToken,
@@ -85,7 +86,7 @@ impl AppState {
         let scoreboard = Scoreboard::from_chain(ledger.chain().blocks(), ledger::now());
         let chain_json = ChainJson::new(ledger.chain().blocks());
         let inner = Shared {
-            ledger: Mutex::new(ledger),
+            ledger: Mutex::new(Some(ledger)),
             difficulty,
             latest,
             shutdown,
@@ -184,7 +185,7 @@ impl AppState {
         self.metrics().render(&gauges)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Ledger> {
+    fn lock(&self) -> MutexGuard<'_, Option<Ledger>> {
         // A panic while holding the lock cannot leave the ledger half-updated: the chain is only
         // changed after the commit, in one push. So a poisoned lock is still usable.
         self.inner.ledger.lock().unwrap_or_else(PoisonError::into_inner)
@@ -198,11 +199,23 @@ impl AppState {
         let state = self.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut ledger = state.lock();
-            f(&state, &mut ledger)
+            let Some(ledger) = ledger.as_mut() else { return Ok(Err(AppError::ShuttingDown)) };
+            f(&state, ledger).map(Ok)
         })
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("ledger task failed: {e}")))?;
-        Ok(result?)
+        result?
+    }
+
+    /// Closes the ledger once whatever holds it now is done: the database records a clean stop
+    /// and the data directory's lock is released, even while connection tasks that outlived
+    /// shutdown still hold this state (they get [`AppError::ShuttingDown`] from then on).
+    pub async fn close(&self) {
+        let state = self.clone();
+        let closed = tokio::task::spawn_blocking(move || drop(state.lock().take())).await;
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "closing the chain failed");
+        }
     }
 
     /// Judges a proof; a winning one is committed and then broadcast before this returns.

@@ -237,3 +237,41 @@ fn a_read_only_database_file_says_cannot_write_not_corrupt() {
     let bin = spawn_binary(&data, ZEROS).expect("starts");
     assert_eq!(chain_length(&bin), 3);
 }
+
+/// Once `run` returns, the chain is closed and the directory free, even while a connection task
+/// that outlived shutdown still holds the server's state (a WebSocket client that never reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_free_as_soon_as_the_server_stops() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut server = crate::support::Server::start(2).await;
+    server.forge("a").await;
+    let data = server.data_dir();
+    // A client that floods stats requests and never reads: once the socket's buffers are full the
+    // server's writer waits in a send (up to its 10 s deadline), longer than shutdown waits for
+    // connections (5 s), so its task outlives `run` holding the server's state.
+    let (stuck, _) = tokio_tungstenite::connect_async(server.ws_url()).await.expect("connect");
+    let (mut sink, stream) = futures_util::StreamExt::split(stuck);
+    let flood = tokio::spawn(async move {
+        for _ in 0..40_000 {
+            if sink.feed(Message::text(r#"{"type":"stats"}"#)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.flush().await;
+        sink
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    server.stop_keeping_data().await.expect("a clean stop");
+    // The lock is free now: a second server opens the same chain at once, with every block.
+    let length = tokio::task::spawn_blocking(move || {
+        let bin = spawn_binary(&data, ZEROS).expect("the directory is free");
+        chain_length(&bin)
+    })
+    .await
+    .expect("join");
+    assert_eq!(length, 2);
+    flood.abort();
+    drop(stream);
+}

@@ -69,6 +69,11 @@ impl Server {
         Server { addr, difficulty, _dir: dir, stop: Some(stop), handle: Some(handle) }
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -116,6 +121,12 @@ impl Server {
 
     /// Stops the server and waits for `run` to return.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop_keeping_data().await
+    }
+
+    /// Stops the server and waits for `run` to return, keeping its data directory until this
+    /// `Server` is dropped.
+    pub async fn stop_keeping_data(&mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
