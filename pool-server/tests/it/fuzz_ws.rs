@@ -9,7 +9,7 @@
 //! Attackers connect from other loopback addresses (127.0.0.2, ...) than the honest miners
 //! (127.0.0.1), as they would from other machines; per-address limits then apply to them alone.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -27,14 +27,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::crash::Rng;
-use crate::support::{HANG_GUARD, Server, mine};
+use crate::support::{HANG_GUARD, Server, loopback, mine};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A loopback address other than 127.0.0.1, standing for another machine.
-fn loopback(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
 
 /// Opens a TCP connection to `server` from `from`.
 async fn tcp_from(from: IpAddr, server: SocketAddr) -> std::io::Result<TcpStream> {
