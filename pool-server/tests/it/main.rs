@@ -16,6 +16,7 @@ mod fuzz_ws;
 mod hostile;
 mod http;
 mod limits;
+mod pg;
 mod schemathesis;
 mod support;
 mod watch;
