@@ -93,6 +93,14 @@ impl Balances {
         apply(&mut self.pending, t);
     }
 
+    /// Replaces the pending transactions with `pending` (as a shared database holds them now).
+    pub fn set_pending(&mut self, pending: &[Transaction]) {
+        self.pending.clear();
+        for t in pending {
+            apply(&mut self.pending, t);
+        }
+    }
+
     /// Counts a forged block (which took every pending transaction).
     pub fn record(&mut self, block: &Block) {
         self.pending.clear();

@@ -12,7 +12,7 @@ use protocol::{
     Block, Difficulty, ProofChecker, ProofSubmission, RejectReason, Transaction, to_python_json,
 };
 
-use crate::store::StoredBlock;
+use crate::storage::StoredBlock;
 
 /// How many of the newest blocks a proof can be found stale for (valid for a block already
 /// won); an older one is invalid. Judging a proof checks at most this many blocks, each check
@@ -109,55 +109,76 @@ impl Chain {
         let pending_bytes = pending.iter().map(transaction_bytes).sum();
         let mut chain =
             Chain { blocks: Vec::new(), recent: VecDeque::new(), pending, pending_bytes };
-        for (pos, s) in stored.into_iter().enumerate() {
-            let expected = pos as u64 + 1;
-            let bad = |problem: String| CorruptChainError { index: expected, problem };
-            if s.block.index != expected {
-                return Err(bad(format!("index is {}, expected {expected}", s.block.index)));
-            }
-            let hash = s.block.hash().to_hex();
-            if hash != s.hash {
-                return Err(bad(format!(
-                    "its contents hash to {hash} but {} was recorded: the block was altered",
-                    s.hash
-                )));
-            }
-            match chain.blocks.last() {
-                None => {
-                    let genesis = Block::genesis(s.block.timestamp);
-                    if s.block != genesis {
-                        return Err(bad("is not a genesis block".to_owned()));
-                    }
-                }
-                Some(prev) => {
-                    let prev_hash = prev.hash().to_hex();
-                    if s.block.previous_hash != prev_hash {
-                        return Err(bad(format!(
-                            "previous_hash {} does not match block {}'s hash {prev_hash}",
-                            s.block.previous_hash, prev.index
-                        )));
-                    }
-                    let Some(difficulty) = s.difficulty else {
-                        return Err(bad("has no recorded difficulty".to_owned()));
-                    };
-                    let checker = &chain.recent.back().expect("prev is recent").1;
-                    if !checker.is_valid_proof(difficulty, s.block.proof) {
-                        return Err(bad(format!(
-                            "proof {} is not valid for block {} at difficulty {difficulty}",
-                            s.block.proof, prev.index
-                        )));
-                    }
-                    if s.block.winner().is_none() {
-                        return Err(bad("has no mining reward".to_owned()));
-                    }
-                }
-            }
+        for s in stored {
+            chain.check_stored(&s)?;
             chain.push(s.block);
         }
         if chain.blocks.is_empty() {
             return Err(CorruptChainError { index: 1, problem: "the chain is empty".to_owned() });
         }
         Ok(chain)
+    }
+
+    /// Checks a stored block against the chain it would extend: its index, the recorded hash,
+    /// the link to the last block and its proof at the difficulty recorded for it (or, on an
+    /// empty chain, that it is a genesis block).
+    fn check_stored(&self, s: &StoredBlock) -> Result<(), CorruptChainError> {
+        let expected = self.blocks.last().map_or(1, |b| b.index + 1);
+        let bad = |problem: String| CorruptChainError { index: expected, problem };
+        if s.block.index != expected {
+            return Err(bad(format!("index is {}, expected {expected}", s.block.index)));
+        }
+        let hash = s.block.hash().to_hex();
+        if hash != s.hash {
+            return Err(bad(format!(
+                "its contents hash to {hash} but {} was recorded: the block was altered",
+                s.hash
+            )));
+        }
+        let Some(prev) = self.blocks.last() else {
+            if s.block != Block::genesis(s.block.timestamp) {
+                return Err(bad("is not a genesis block".to_owned()));
+            }
+            return Ok(());
+        };
+        let prev_hash = prev.hash().to_hex();
+        if s.block.previous_hash != prev_hash {
+            return Err(bad(format!(
+                "previous_hash {} does not match block {}'s hash {prev_hash}",
+                s.block.previous_hash, prev.index
+            )));
+        }
+        let Some(difficulty) = s.difficulty else {
+            return Err(bad("has no recorded difficulty".to_owned()));
+        };
+        let checker = &self.recent.back().expect("the last block is recent").1;
+        if !checker.is_valid_proof(difficulty, s.block.proof) {
+            return Err(bad(format!(
+                "proof {} is not valid for block {} at difficulty {difficulty}",
+                s.block.proof, prev.index
+            )));
+        }
+        if s.block.winner().is_none() {
+            return Err(bad("has no mining reward".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Appends a block another server stored (read back from a shared database), after the
+    /// same checks as a stored chain's at start-up; it took every pending transaction.
+    ///
+    /// # Errors
+    /// When it breaks a rule; then the chain is unchanged.
+    pub fn append_stored(&mut self, s: StoredBlock) -> Result<(), CorruptChainError> {
+        self.check_stored(&s)?;
+        self.append(s.block);
+        Ok(())
+    }
+
+    /// Replaces the pending transactions with `pending` (as a shared database holds them now).
+    pub fn set_pending(&mut self, pending: Vec<Transaction>) {
+        self.pending_bytes = pending.iter().map(transaction_bytes).sum();
+        self.pending = pending;
     }
 
     fn push(&mut self, block: Block) {
@@ -299,8 +320,14 @@ impl Chain {
     /// the pending transactions, then the reward. Does not change the chain; [`Chain::append`]
     /// does, once the block is stored.
     pub fn forge(&self, proof: u64, winner: &str, now: f64) -> Block {
+        self.forge_with(&self.pending, proof, winner, now)
+    }
+
+    /// Like [`Chain::forge`], but the block takes `pending` (the pending transactions as the
+    /// database holds them when the block is stored) instead of the ones this chain knows.
+    pub fn forge_with(&self, pending: &[Transaction], proof: u64, winner: &str, now: f64) -> Block {
         let last = self.last();
-        let mut transactions = self.pending.clone();
+        let mut transactions = pending.to_vec();
         transactions.push(Transaction::reward(winner));
         Block {
             index: last.index + 1,

@@ -41,9 +41,14 @@ pub struct Cli {
     /// Leading hex zeroes a proof needs (1-16).
     #[arg(long, default_value_t = DEFAULT_DIFFICULTY)]
     pub difficulty: u64,
-    /// Directory of the SQLite database (created if missing).
+    /// Directory of the SQLite database (created if missing). Unused with --database.
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Keep the chain in this PostgreSQL database instead of SQLite
+    /// (postgres://USER[:PASSWORD]@HOST:PORT/DB). Every pool-server on one database is one
+    /// pool; all of them must use the same --difficulty.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
     /// Open connections (HTTP and WebSocket) allowed from one IP address; one more gets a 429.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNS_PER_IP)]
     pub max_conns_per_ip: usize,
@@ -78,6 +83,8 @@ pub struct Config {
     pub difficulty: Difficulty,
     /// Directory of the SQLite database.
     pub data_dir: PathBuf,
+    /// The PostgreSQL database of `--database`, instead of SQLite in `data_dir`.
+    pub database: Option<DatabaseUrl>,
     /// Connection limits.
     pub limits: Limits,
     /// The certificate and key of `--tls-cert`/`--tls-key`: HTTPS and WSS; `None`: plain HTTP.
@@ -87,7 +94,24 @@ pub struct Config {
 impl Config {
     /// Returns a config with the default connection limits.
     pub fn new(listen: SocketAddr, difficulty: Difficulty, data_dir: PathBuf) -> Self {
-        Config { listen, difficulty, data_dir, limits: Limits::default(), tls: None }
+        Config {
+            listen,
+            difficulty,
+            data_dir,
+            database: None,
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+}
+
+/// A PostgreSQL connection URL; its `Debug` hides it (it may hold a password).
+#[derive(Clone)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
     }
 }
 
@@ -97,6 +121,9 @@ pub enum ConfigError {
     /// `--difficulty` is outside 1..=16.
     #[error("--difficulty must be between 1 and {MAX_DIFFICULTY}, got {0}")]
     Difficulty(u64),
+    /// `--database` is not a PostgreSQL URL.
+    #[error("--database must be a PostgreSQL URL such as postgres://USER@HOST:PORT/DB")]
+    Database,
     /// A limit of zero would refuse every client.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
@@ -128,10 +155,18 @@ impl Cli {
         if self.transaction_rate == 0 {
             return Err(ConfigError::Zero("--transaction-rate"));
         }
+        let database = match self.database {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(DatabaseUrl(url))
+            }
+            Some(_) => return Err(ConfigError::Database),
+            None => None,
+        };
         Ok(Config {
             listen: SocketAddr::new(self.host, self.port),
             difficulty,
             data_dir: self.data_dir,
+            database,
             limits: Limits {
                 max_conns_per_ip: self.max_conns_per_ip,
                 max_conns: self.max_conns,

@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::storage::Unavailable;
+
 /// An HTTP request that failed, as the client will see it.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -53,6 +55,10 @@ pub enum AppError {
     /// The server is stopping and no longer judges or stores anything.
     #[error("the server is shutting down; try again when it is back")]
     ShuttingDown,
+    /// The database cannot be reached (`--database`): nothing was stored, or, for a commit
+    /// cut off, the outcome will show in the chain.
+    #[error("{0}")]
+    Unavailable(String),
     /// Something broke on our side; the details stay in the log.
     #[error("something went wrong")]
     Internal(#[source] anyhow::Error),
@@ -69,7 +75,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::TooMany(_) | AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ShuttingDown | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,7 +83,10 @@ impl AppError {
 
 impl From<anyhow::Error> for AppError {
     fn from(e: anyhow::Error) -> Self {
-        AppError::Internal(e)
+        match e.chain().find_map(|c| c.downcast_ref::<Unavailable>()) {
+            Some(Unavailable(message)) => AppError::Unavailable(message.clone()),
+            None => AppError::Internal(e),
+        }
     }
 }
 

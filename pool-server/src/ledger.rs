@@ -1,5 +1,6 @@
-//! [`Ledger`]: the chain paired with its database, so that judging a proof and appending the
-//! block it forges is one step under one lock.
+//! [`Ledger`]: the chain paired with its [`Storage`], so that judging a proof and appending the
+//! block it forges is one step under one lock (and, on a shared database, one step across
+//! every server on it).
 //!
 //! Blocking (SQLite commits wait for the disk): call it only from `spawn_blocking` or startup.
 
@@ -10,7 +11,7 @@ use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
 
 use crate::balances::{BalanceLimitError, Balances};
 use crate::chain::{BlockFullError, Chain, Judgement};
-use crate::store::Store;
+use crate::storage::{Forged, MAX_CHANGED_BLOCKS, Queued, Storage, Unavailable};
 
 /// Why a transaction was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,10 +44,16 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Ledger {
     chain: Chain,
-    store: Store,
+    store: Box<dyn Storage>,
     difficulty: Difficulty,
     balances: Balances,
+    /// Blocks appended since [`Ledger::take_appended`] last ran, oldest first: won here or
+    /// caught up from a shared database.
+    appended: Vec<Block>,
 }
+
+/// How often a write is retried after finding that other servers moved the chain on.
+const MAX_RETRIES: usize = 3;
 
 /// Returns the current time as Python's `time()` would: float seconds since the epoch.
 pub fn now() -> f64 {
@@ -54,23 +61,21 @@ pub fn now() -> f64 {
 }
 
 impl Ledger {
-    /// Re-validates the whole stored chain (the store made the genesis block if the data
-    /// directory was new), then marks the database as in use. New proofs are judged at
-    /// `difficulty`.
+    /// Re-validates the whole stored chain (the store made the genesis block if it was new),
+    /// then marks the database as in use. New proofs are judged at `difficulty`.
     ///
     /// # Errors
-    /// When the stored chain breaks a rule (the message names the file, the block and the
+    /// When the stored chain breaks a rule (the message names the database, the block and the
     /// problem), or the database cannot be written.
-    pub fn open(store: Store, difficulty: Difficulty) -> anyhow::Result<Self> {
+    pub fn open(store: Box<dyn Storage>, difficulty: Difficulty) -> anyhow::Result<Self> {
         let mut store = store;
-        let path = store.path().display().to_string();
-        let blocks = store.load_blocks().with_context(|| format!("corrupt chain in {path}"))?;
-        let pending = store.load_pending().with_context(|| format!("corrupt chain in {path}"))?;
-        let chain = Chain::from_stored(blocks, pending)
-            .with_context(|| format!("corrupt chain in {path}"))?;
+        let name = store.describe();
+        let loaded = store.load().with_context(|| format!("corrupt chain in {name}"))?;
+        let chain = Chain::from_stored(loaded.blocks, loaded.pending)
+            .with_context(|| format!("corrupt chain in {name}"))?;
         store.mark_running()?;
         let balances = Balances::new(chain.blocks(), chain.pending());
-        Ok(Ledger { chain, store, difficulty, balances })
+        Ok(Ledger { chain, store, difficulty, balances, appended: Vec::new() })
     }
 
     /// Returns the chain.
@@ -83,26 +88,87 @@ impl Ledger {
         self.difficulty
     }
 
+    /// Returns the blocks appended since the last call, oldest first, for publishing.
+    pub fn take_appended(&mut self) -> Vec<Block> {
+        std::mem::take(&mut self.appended)
+    }
+
+    /// Brings the chain up to what the database holds: blocks other servers stored (each
+    /// checked against the rules) and the pending transactions. Nothing to do on a database
+    /// this server writes alone.
+    ///
+    /// # Errors
+    /// When the database fails, or a stored block breaks a rule (then the chain keeps the
+    /// blocks before it).
+    pub fn catch_up(&mut self) -> anyhow::Result<()> {
+        loop {
+            let Some(changes) = self.store.changes(self.chain.last().index)? else {
+                return Ok(());
+            };
+            let more = changes.blocks.len() >= MAX_CHANGED_BLOCKS;
+            for stored in changes.blocks {
+                let block = stored.block.clone();
+                self.chain.append_stored(stored).with_context(|| {
+                    format!("a block stored in {} breaks the rules", self.store.describe())
+                })?;
+                self.balances.record(&block);
+                self.appended.push(block);
+            }
+            self.balances.set_pending(&changes.pending);
+            self.chain.set_pending(changes.pending);
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
     /// Judges a proof and, when it wins, forges the next block and commits it before returning.
     ///
     /// # Errors
     /// When the database fails; then the chain is unchanged.
     pub fn submit(&mut self, sub: &ProofSubmission) -> anyhow::Result<Outcome> {
         let now = now();
-        match self.chain.judge(sub, self.difficulty, now) {
-            Judgement::Wins => {
-                let block = self.chain.forge(sub.proof, &sub.id, now);
-                self.store
-                    .append_block(&block, Some(self.difficulty))
-                    .with_context(|| format!("storing block {}", block.index))?;
-                self.balances.record(&block);
-                self.chain.append(block.clone());
-                Ok(Outcome::Accepted(block))
+        for attempt in 0..=MAX_RETRIES {
+            let judgement = self.chain.judge(sub, self.difficulty, now);
+            let judgement = match judgement {
+                // Perhaps valid for a block another server stored that this one has not read
+                // yet (a course miner behind a load balancer): look once.
+                // (When the database cannot tell, the answer stands.)
+                Judgement::Rejected { reason: RejectReason::Invalid, .. } if attempt == 0 => {
+                    let tip = self.chain.last().index;
+                    if let Err(e) = self.catch_up() {
+                        tracing::debug!(error = %e, "could not look for newer blocks");
+                    }
+                    if self.chain.last().index == tip {
+                        judgement
+                    } else {
+                        self.chain.judge(sub, self.difficulty, now)
+                    }
+                }
+                other => other,
+            };
+            if let Judgement::Rejected { reason, message } = judgement {
+                return Ok(Outcome::Rejected { reason, message, index: self.chain.last().index });
             }
-            Judgement::Rejected { reason, message } => {
-                Ok(Outcome::Rejected { reason, message, index: self.chain.last().index })
+            let tip = self.chain.last().index;
+            let chain = &self.chain;
+            let mut make = |pending: Option<&[Transaction]>| {
+                chain.forge_with(pending.unwrap_or(chain.pending()), sub.proof, &sub.id, now)
+            };
+            match self.store.forge(tip, self.difficulty, &mut make)? {
+                Forged::Stored(block) => {
+                    self.balances.record(&block);
+                    self.chain.append(block.clone());
+                    self.appended.push(block.clone());
+                    return Ok(Outcome::Accepted(block));
+                }
+                // Another server stored this height first: read its block, judge again (stale).
+                Forged::Lost => self.catch_up()?,
             }
         }
+        Err(anyhow::Error::new(Unavailable(
+            "the chain moved on while this proof was being stored; send it again".to_owned(),
+        )))
     }
 
     /// Stores a transaction for the next block and returns that block's index, unless the next
@@ -112,14 +178,29 @@ impl Ledger {
     /// # Errors
     /// When the database fails; then nothing was queued.
     pub fn add_transaction(&mut self, t: Transaction) -> anyhow::Result<Result<u64, Refusal>> {
-        if let Err(full) = self.chain.check_pending(&t) {
-            return Ok(Err(Refusal::BlockFull(full)));
+        for _ in 0..=MAX_RETRIES {
+            let tip = self.chain.last().index;
+            let (chain, balances) = (&mut self.chain, &mut self.balances);
+            let mut check = |pending: Option<&[Transaction]>| -> Result<(), Refusal> {
+                if let Some(pending) = pending {
+                    balances.set_pending(pending);
+                    chain.set_pending(pending.to_vec());
+                }
+                chain.check_pending(&t)?;
+                balances.check(&t)?;
+                Ok(())
+            };
+            match self.store.add_pending(tip, &t, &mut check)? {
+                Queued::Stored => {
+                    self.balances.add_pending(&t);
+                    return Ok(Ok(self.chain.add_pending(t)));
+                }
+                Queued::Refused(refusal) => return Ok(Err(refusal)),
+                Queued::Behind => self.catch_up()?,
+            }
         }
-        if let Err(e) = self.balances.check(&t) {
-            return Ok(Err(Refusal::Balance(e)));
-        }
-        self.store.add_pending(&t).context("storing a pending transaction")?;
-        self.balances.add_pending(&t);
-        Ok(Ok(self.chain.add_pending(t)))
+        Err(anyhow::Error::new(Unavailable(
+            "the chain moved on while this transaction was being stored; send it again".to_owned(),
+        )))
     }
 }

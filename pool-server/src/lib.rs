@@ -4,7 +4,9 @@
 //! # Layout
 //! - `config`: command line → [`Config`].
 //! - `chain`: the chain rules (validate a stored chain, judge a proof, forge a block); pure.
-//! - `store`: the SQLite database (WAL, `synchronous=FULL`); refuses damaged ones.
+//! - `storage`: the one interface to where the chain is kept; `store` implements it with SQLite
+//!   (WAL, `synchronous=FULL`; refuses damaged ones), `pg` with PostgreSQL (several frontends,
+//!   one pool: one winner per height, `LISTEN/NOTIFY` for new blocks).
 //! - `lockfile`: one server per data directory (an exclusive `flock`).
 //! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
 //! - `balances`: exact (`i128`) balances and the ±`MAX_COINS` rule for transfers.
@@ -30,10 +32,12 @@ pub mod http;
 pub mod ledger;
 pub mod lockfile;
 pub mod metrics;
+pub mod pg;
 pub mod rate;
 pub mod scoreboard;
 pub mod serve;
 pub mod state;
+pub mod storage;
 pub mod store;
 pub mod tls;
 pub mod ws;
@@ -99,12 +103,26 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let difficulty = config.difficulty;
-    let ledger = tokio::task::spawn_blocking(move || {
-        let open = || ledger::Ledger::open(store::Store::open(&data_dir)?, difficulty);
-        // Whatever fails, the message names the database it was about.
-        open().with_context(|| {
-            format!("cannot use the chain in {}", data_dir.join(store::DB_FILE).display())
-        })
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let frontend = addr.to_string();
+    let database = config.database.clone();
+    let ledger = tokio::task::spawn_blocking(move || match database {
+        Some(url) => {
+            let open = || -> anyhow::Result<_> {
+                let store = pg::PgStore::open(&url.0, difficulty, &frontend)?;
+                ledger::Ledger::open(Box::new(store), difficulty)
+            };
+            open().context("cannot use the chain in --database")
+        }
+        None => {
+            let open = || -> anyhow::Result<_> {
+                ledger::Ledger::open(Box::new(store::Store::open(&data_dir)?), difficulty)
+            };
+            // Whatever fails, the message names the database it was about.
+            open().with_context(|| {
+                format!("cannot use the chain in {}", data_dir.join(store::DB_FILE).display())
+            })
+        }
     })
     .await
     .context("opening the chain")??;
@@ -115,11 +133,29 @@ pub async fn run(
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = AppState::new(ledger, &config.limits, token.clone(), tasks.clone());
-    let addr = listener.local_addr().context("reading the bound address")?;
+    let storage = match &config.database {
+        Some(url) => {
+            // Blocks stored by the other frontends: read and broadcast as they are announced.
+            let pg = pg::config(&url.0, &format!("{addr} listener"))?;
+            let name = pg::describe(&pg);
+            let listener_state = state.clone();
+            pg::listen(pg, name.clone(), token.clone(), move || {
+                if let Err(e) = listener_state.catch_up_blocking() {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "catching up with the database failed"
+                    );
+                }
+            })
+            .context("starting the database listener")?;
+            name
+        }
+        None => config.data_dir.display().to_string(),
+    };
     tracing::info!(
         %difficulty,
         last_block = last,
-        data_dir = %config.data_dir.display(),
+        %storage,
         "listening on {addr}: {http}://{addr}/ (GET /last_block, POST /mine, GET /chain) and {ws}://{addr}/ws"
     );
     let shutdown = async move {

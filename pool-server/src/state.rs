@@ -200,7 +200,10 @@ impl AppState {
         let result = tokio::task::spawn_blocking(move || {
             let mut ledger = state.lock();
             let Some(ledger) = ledger.as_mut() else { return Ok(Err(AppError::ShuttingDown)) };
-            f(&state, ledger).map(Ok)
+            let result = f(&state, ledger);
+            // Whatever the answer, blocks appended on the way (won here, or caught up) go out.
+            state.publish(ledger.take_appended());
+            result.map(Ok)
         })
         .await
         .map_err(|e| AppError::Internal(anyhow::anyhow!("ledger task failed: {e}")))?;
@@ -221,7 +224,7 @@ impl AppState {
     /// Judges a proof; a winning one is committed and then broadcast before this returns.
     ///
     /// # Errors
-    /// Only internal ones (the database failed).
+    /// Only internal ones (the database failed), or a 503 when it is unavailable.
     pub async fn submit(&self, sub: ProofSubmission) -> Result<Outcome, AppError> {
         self.with_ledger(move |state, ledger| {
             let outcome = ledger.submit(&sub)?;
@@ -229,10 +232,6 @@ impl AppState {
                 Outcome::Accepted(block) => {
                     tracing::info!(index = block.index, winner = %sub.id, proof = sub.proof, "block forged");
                     state.metrics().accepted();
-                    state.scoreboard().record(block);
-                    state.inner.chain_json.push(block);
-                    // Published under the lock, so broadcasts go out in chain order.
-                    state.inner.latest.send_replace(latest(block, state.difficulty()));
                 }
                 Outcome::Rejected { reason, message, .. } => {
                     tracing::debug!(id = %sub.id, proof = sub.proof, reason = reason.as_str(), %message, "proof rejected");
@@ -242,6 +241,33 @@ impl AppState {
             Ok(outcome)
         })
         .await
+    }
+
+    /// Brings the chain up to the shared database (blocks other frontends stored) and
+    /// broadcasts what is new. Blocking: for the database listener's thread.
+    ///
+    /// # Errors
+    /// When the database fails or a stored block breaks a rule.
+    pub fn catch_up_blocking(&self) -> anyhow::Result<()> {
+        let mut ledger = self.lock();
+        let Some(ledger) = ledger.as_mut() else { return Ok(()) };
+        let result = ledger.catch_up();
+        self.publish(ledger.take_appended());
+        result
+    }
+
+    /// Records and broadcasts blocks newly appended to the chain, oldest first. Called under
+    /// the ledger lock, so broadcasts go out in chain order.
+    fn publish(&self, blocks: Vec<Block>) {
+        let Some(newest) = blocks.last() else { return };
+        {
+            let mut scoreboard = self.scoreboard();
+            for block in &blocks {
+                scoreboard.record(block);
+                self.inner.chain_json.push(block);
+            }
+        }
+        self.inner.latest.send_replace(latest(newest, self.difficulty()));
     }
 
     /// Stores a transaction for the next block and returns that block's index.

@@ -1,4 +1,5 @@
-//! Durable storage of the chain and the pending transactions in one SQLite file.
+//! Durable storage of the chain and the pending transactions in one SQLite file: the embedded
+//! [`Storage`], used unless `--database` names a PostgreSQL one.
 //!
 //! The database runs in WAL mode with `synchronous=FULL`, so once [`Store::append_block`]
 //! returns, the block survives `kill -9` and power loss. Each block row keeps the block's JSON,
@@ -18,6 +19,10 @@ use protocol::{Block, Difficulty, Transaction};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::lockfile::{DirLock, is_permission};
+pub use crate::storage::StoredBlock;
+use crate::storage::{
+    Changes, CheckPending, Forged, Loaded, MakeBlock, Queued, Storage, decode_block,
+};
 
 /// The database file's name inside `--data-dir`.
 pub const DB_FILE: &str = "chain.sqlite3";
@@ -27,18 +32,6 @@ pub const DB_FILE: &str = "chain.sqlite3";
 pub const NEW_DB_FILE: &str = "chain.sqlite3.new";
 /// The version of the layout written into the `meta` table.
 pub const FORMAT: i64 = 1;
-
-/// A block as stored: the block, the hash recorded when it was appended, and the difficulty its
-/// proof met (`None` for the genesis block, whose proof is fixed).
-#[derive(Debug, Clone)]
-pub struct StoredBlock {
-    /// The block.
-    pub block: Block,
-    /// The hex hash recorded next to it.
-    pub hash: String,
-    /// The difficulty its proof was judged at.
-    pub difficulty: Option<Difficulty>,
-}
 
 /// The open database, and the lock on its directory.
 ///
@@ -318,21 +311,7 @@ impl Store {
         let mut blocks = Vec::new();
         for row in rows {
             let (idx, hash, difficulty, body) = row.context("cannot read a block row")?;
-            let block: Block = serde_json::from_str(&body)
-                .with_context(|| format!("block row {idx}: stored JSON is not a block"))?;
-            let difficulty = match difficulty {
-                None => None,
-                Some(d) => Some(
-                    u64::try_from(d)
-                        .ok()
-                        .and_then(|d| Difficulty::new(d).ok())
-                        .with_context(|| format!("block row {idx}: bad difficulty {d}"))?,
-                ),
-            };
-            if i64::try_from(block.index).ok() != Some(idx) {
-                anyhow::bail!("block row {idx}: its JSON says index {}", block.index);
-            }
-            blocks.push(StoredBlock { block, hash, difficulty });
+            blocks.push(decode_block(idx, hash, difficulty, &body)?);
         }
         Ok(blocks)
     }
@@ -390,6 +369,50 @@ impl Store {
             params![t.sender, t.recipient, amount],
         )?;
         Ok(())
+    }
+}
+
+impl Storage for Store {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn load(&mut self) -> anyhow::Result<Loaded> {
+        Ok(Loaded { blocks: self.load_blocks()?, pending: self.load_pending()? })
+    }
+
+    fn mark_running(&mut self) -> anyhow::Result<()> {
+        Store::mark_running(self)
+    }
+
+    fn changes(&mut self, _tip: u64) -> anyhow::Result<Option<Changes>> {
+        // The directory lock makes this server the database's only writer.
+        Ok(None)
+    }
+
+    fn forge(
+        &mut self,
+        _tip: u64,
+        difficulty: Difficulty,
+        make: &mut MakeBlock<'_>,
+    ) -> anyhow::Result<Forged> {
+        let block = make(None);
+        self.append_block(&block, Some(difficulty))
+            .with_context(|| format!("storing block {}", block.index))?;
+        Ok(Forged::Stored(block))
+    }
+
+    fn add_pending(
+        &mut self,
+        _tip: u64,
+        t: &Transaction,
+        check: &mut CheckPending<'_>,
+    ) -> anyhow::Result<Queued> {
+        if let Err(refusal) = check(None) {
+            return Ok(Queued::Refused(refusal));
+        }
+        Store::add_pending(self, t).context("storing a pending transaction")?;
+        Ok(Queued::Stored)
     }
 }
 

@@ -260,7 +260,9 @@ async fn handle_text(state: &AppState, text: &str, peer: SocketAddr) -> Message 
         Ok(Outcome::Rejected { reason, message, index }) => {
             ServerMessage::Result { accepted: false, message, reason: Some(reason), index }
         }
-        Err(e @ AppError::ShuttingDown) => return error(e.to_string()),
+        Err(e @ (AppError::ShuttingDown | AppError::Unavailable(_))) => {
+            return error(e.to_string());
+        }
         Err(e) => {
             tracing::error!(error = %e, "handling a proof failed");
             return error("something went wrong");

@@ -50,6 +50,12 @@ impl Server {
 
     /// Starts a server with the given connection limits.
     pub async fn start_with(zeros: u64, limits: Limits) -> Server {
+        Server::start_on(zeros, limits, None).await
+    }
+
+    /// Starts a server keeping its chain in the PostgreSQL database at `database` (one
+    /// frontend of the pool on it), or in SQLite when `None`.
+    pub async fn start_on(zeros: u64, limits: Limits, database: Option<&str>) -> Server {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let difficulty = Difficulty::new(zeros).expect("difficulty in range");
@@ -59,6 +65,7 @@ impl Server {
             listen: addr,
             difficulty,
             data_dir: dir.path().join("data"),
+            database: database.map(|url| pool_server::config::DatabaseUrl(url.to_owned())),
             limits,
             tls: None,
         };

@@ -1,0 +1,165 @@
+//! [`Storage`]: where the chain and the pending transactions are kept, behind one interface
+//! with two implementations: SQLite in `--data-dir` (`store`, the embedded default, one server
+//! per database) and PostgreSQL with `--database` (`pg`, any number of servers on one database).
+//!
+//! The chain rules (`chain`) never see which one is underneath; `ledger` drives both the same
+//! way. Each write names the height (`tip`) of the chain the caller judged against and the
+//! storage performs it only if the stored chain still ends there, in one transaction. A store
+//! that is the only writer of its database (SQLite) always finds it so; on a shared database
+//! another server may have stored a block first, and the caller catches up with
+//! [`Storage::changes`] and judges again.
+
+use anyhow::Context;
+use protocol::{Block, Difficulty, Transaction};
+
+use crate::ledger::Refusal;
+
+/// A block as stored: the block, the hash recorded when it was appended, and the difficulty its
+/// proof met (`None` for the genesis block, whose proof is fixed).
+#[derive(Debug, Clone)]
+pub struct StoredBlock {
+    /// The block.
+    pub block: Block,
+    /// The hex hash recorded next to it.
+    pub hash: String,
+    /// The difficulty its proof was judged at.
+    pub difficulty: Option<Difficulty>,
+}
+
+/// Decodes a stored block row: its index, recorded hash, recorded difficulty and JSON. Checks
+/// only that the row is well-formed (the JSON is a block of that index); the chain rules are
+/// checked by `chain`.
+///
+/// # Errors
+/// Names the row and what is wrong with it.
+pub fn decode_block(
+    idx: i64,
+    hash: String,
+    difficulty: Option<i64>,
+    body: &str,
+) -> anyhow::Result<StoredBlock> {
+    let block: Block = serde_json::from_str(body)
+        .with_context(|| format!("block row {idx}: stored JSON is not a block"))?;
+    let difficulty = match difficulty {
+        None => None,
+        Some(d) => Some(
+            u64::try_from(d)
+                .ok()
+                .and_then(|d| Difficulty::new(d).ok())
+                .with_context(|| format!("block row {idx}: bad difficulty {d}"))?,
+        ),
+    };
+    if i64::try_from(block.index).ok() != Some(idx) {
+        anyhow::bail!("block row {idx}: its JSON says index {}", block.index);
+    }
+    Ok(StoredBlock { block, hash, difficulty })
+}
+
+/// Everything stored: the whole chain, genesis first, and the pending transactions in arrival
+/// order, read as one consistent snapshot.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every block in index order (not yet checked against the chain rules).
+    pub blocks: Vec<StoredBlock>,
+    /// The transactions waiting for the next block.
+    pub pending: Vec<Transaction>,
+}
+
+/// What other servers stored after the height this one knows: the blocks that follow it (in
+/// index order, at most [`MAX_CHANGED_BLOCKS`]; ask again for more) and the pending
+/// transactions as they are now.
+pub type Changes = Loaded;
+
+/// The most blocks one [`Storage::changes`] call returns, so a server that fell far behind
+/// catches up in bounded steps.
+pub const MAX_CHANGED_BLOCKS: usize = 1000;
+
+/// What became of a block to store.
+#[derive(Debug)]
+pub enum Forged {
+    /// It is stored, and took the pending transactions it holds.
+    Stored(Block),
+    /// Another server stored the block at that height first: nothing was written.
+    Lost,
+}
+
+/// What became of a transaction to queue.
+#[derive(Debug)]
+pub enum Queued {
+    /// It is stored.
+    Stored,
+    /// The check refused it: nothing was written.
+    Refused(Refusal),
+    /// The stored chain moved past the caller's height: nothing was written; catch up and retry.
+    Behind,
+}
+
+/// Builds the next block from the pending transactions it will take (see [`Storage`] for
+/// `None`).
+pub type MakeBlock<'a> = dyn FnMut(Option<&[Transaction]>) -> Block + 'a;
+
+/// Decides whether a transaction may join the pending ones (see [`Storage`] for `None`).
+pub type CheckPending<'a> = dyn FnMut(Option<&[Transaction]>) -> Result<(), Refusal> + 'a;
+
+/// The database could not be reached (or stopped answering): the operation was not done, or,
+/// when it was a commit in flight, its outcome is not known. Answered with a 503, never with a
+/// success.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
+
+/// Durable storage of one chain. Blocking: call it from `spawn_blocking` or start-up only.
+///
+/// The pending transactions handed to the closures below are `None` when they are exactly the
+/// ones the caller already knows (the caller is the only writer), and otherwise the ones stored
+/// now, which replace the caller's.
+pub trait Storage: Send + std::fmt::Debug {
+    /// Names the database for messages and logs ("/data/chain.sqlite3", "PostgreSQL at …").
+    fn describe(&self) -> String;
+
+    /// Reads everything stored. Does not check the chain rules.
+    ///
+    /// # Errors
+    /// When the database cannot be read or a row is not what it should be.
+    fn load(&mut self) -> anyhow::Result<Loaded>;
+
+    /// Records that a server now runs on the database (for checks at the next start).
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn mark_running(&mut self) -> anyhow::Result<()>;
+
+    /// Returns what other servers stored after block `tip`, or `None` when the stored chain
+    /// still ends there (always, for a store that is the only writer).
+    ///
+    /// # Errors
+    /// When the database cannot be read ([`Unavailable`] when it cannot be reached).
+    fn changes(&mut self, tip: u64) -> anyhow::Result<Option<Changes>>;
+
+    /// If the stored chain still ends at block `tip`, builds the next block with `make` (given
+    /// the pending transactions, which the block takes) and stores it, judged at `difficulty`,
+    /// in one transaction that also removes those pending transactions.
+    ///
+    /// # Errors
+    /// When the database fails ([`Unavailable`] when it cannot be reached); then the block
+    /// was not stored, or, for a connection lost during the commit, may have been.
+    fn forge(
+        &mut self,
+        tip: u64,
+        difficulty: Difficulty,
+        make: &mut MakeBlock<'_>,
+    ) -> anyhow::Result<Forged>;
+
+    /// If the stored chain still ends at block `tip` and `check` accepts `t` beside the
+    /// pending transactions, stores it.
+    ///
+    /// # Errors
+    /// When the database fails ([`Unavailable`] when it cannot be reached); then nothing was
+    /// queued.
+    fn add_pending(
+        &mut self,
+        tip: u64,
+        t: &Transaction,
+        check: &mut CheckPending<'_>,
+    ) -> anyhow::Result<Queued>;
+}
