@@ -140,12 +140,13 @@ pub async fn run(
             let name = pg::describe(&pg);
             let listener_state = state.clone();
             pg::listen(pg, name.clone(), token.clone(), move || {
-                if let Err(e) = listener_state.catch_up_blocking() {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "catching up with the database failed"
-                    );
-                }
+                listener_state
+                    .catch_up_blocking()
+                    .map_err(|e| {
+                        let error = format!("{e:#}");
+                        tracing::warn!(error, "catching up with the database failed; retrying");
+                    })
+                    .is_ok()
             })
             .context("starting the database listener")?;
             name
