@@ -133,6 +133,9 @@ pub async fn run(
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = AppState::new(ledger, &config.limits, token.clone(), tasks.clone());
+    state
+        .metrics()
+        .identify(addr.to_string(), if config.database.is_some() { "postgres" } else { "sqlite" });
     let storage = match &config.database {
         Some(url) => {
             // Blocks stored by the other frontends: read and broadcast as they are announced.

@@ -179,6 +179,12 @@ async fn pending_transactions_are_shared_and_mined_exactly_once() {
             .collect();
         assert_eq!(coins["alice"], -6, "alice paid 1 + 2 + 3 once: {coins:?}");
         assert_eq!((coins["r2"], coins["winner"], coins["next"]), (3, 1, 1));
+        // Metrics name the frontend; the chain length is the pool's.
+        let metrics =
+            reqwest::get(f.url("/metrics")).await.expect("GET").text().await.expect("text");
+        let info = format!("pool_frontend_info{{frontend=\"{}\",storage=\"postgres\"}} 1", f.addr);
+        assert!(metrics.contains(&info), "{metrics}");
+        assert!(metrics.contains("\npool_chain_length 3\n"), "{metrics}");
     }
 }
 
