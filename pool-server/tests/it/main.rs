@@ -19,6 +19,7 @@ mod http;
 mod limits;
 mod pg;
 mod schemathesis;
+mod shares;
 mod support;
 mod watch;
 mod ws;
