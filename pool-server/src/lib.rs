@@ -133,6 +133,9 @@ pub async fn run(
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = AppState::new(ledger, &config.limits, token.clone(), tasks.clone());
+    state
+        .metrics()
+        .identify(addr.to_string(), if config.database.is_some() { "postgres" } else { "sqlite" });
     let storage = match &config.database {
         Some(url) => {
             // Blocks stored by the other frontends: read and broadcast as they are announced.
@@ -140,12 +143,13 @@ pub async fn run(
             let name = pg::describe(&pg);
             let listener_state = state.clone();
             pg::listen(pg, name.clone(), token.clone(), move || {
-                if let Err(e) = listener_state.catch_up_blocking() {
-                    tracing::warn!(
-                        error = format!("{e:#}"),
-                        "catching up with the database failed"
-                    );
-                }
+                listener_state
+                    .catch_up_blocking()
+                    .map_err(|e| {
+                        let error = format!("{e:#}");
+                        tracing::warn!(error, "catching up with the database failed; retrying");
+                    })
+                    .is_ok()
             })
             .context("starting the database listener")?;
             name

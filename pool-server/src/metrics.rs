@@ -28,9 +28,17 @@ pub struct Metrics {
     proofs_invalid: AtomicU64,
     blocks_forged: AtomicU64,
     fanout: Histogram,
+    /// `(frontend, storage)`: this server's address and `sqlite` or `postgres`.
+    identity: std::sync::OnceLock<(String, &'static str)>,
 }
 
 impl Metrics {
+    /// Names this server in `pool_frontend_info`: its address, and where the chain is kept
+    /// (`sqlite`, or `postgres` for a frontend of a pool that several may serve).
+    pub fn identify(&self, frontend: String, storage: &'static str) {
+        let _ = self.identity.set((frontend, storage));
+    }
+
     /// Counts a proof that won a block (and so a forged block).
     pub fn accepted(&self) {
         self.proofs_accepted.fetch_add(1, Ordering::Relaxed);
@@ -55,7 +63,26 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(2048);
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        metric(&mut out, "pool_blocks_total", "counter", "Blocks forged since the server started.");
+        if let Some((frontend, storage)) = self.identity.get() {
+            metric(
+                &mut out,
+                "pool_frontend_info",
+                "gauge",
+                "This server: its address, and where the chain is kept (postgres: one of the \
+                 frontends of a pool; pool_chain_length is then the pool's, the other series \
+                 this frontend's).",
+            );
+            let _ = writeln!(
+                out,
+                "pool_frontend_info{{frontend=\"{frontend}\",storage=\"{storage}\"}} 1"
+            );
+        }
+        metric(
+            &mut out,
+            "pool_blocks_total",
+            "counter",
+            "Blocks forged by proofs this server judged, since it started.",
+        );
         let _ = writeln!(out, "pool_blocks_total {}", load(&self.blocks_forged));
         metric(&mut out, "pool_chain_length", "gauge", "Blocks in the chain, genesis included.");
         let _ = writeln!(out, "pool_chain_length {}", gauges.chain_length);

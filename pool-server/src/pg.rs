@@ -172,6 +172,17 @@ fn is_unavailable(e: &postgres::Error) -> bool {
         .contains(code)
 }
 
+/// Whether `e` means the connection itself is gone (rather than the database refusing work).
+fn is_connection_lost(e: &postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => {
+            code.code().starts_with("08")
+                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN].contains(code)
+        }
+    }
+}
+
 fn to_i64(n: u64, what: &str) -> anyhow::Result<i64> {
     i64::try_from(n).with_context(|| format!("{what} {n} is beyond PostgreSQL's bigint"))
 }
@@ -244,41 +255,53 @@ impl PgStore {
     }
 
     /// Runs `op` on a live connection (reconnecting when needed). A failure that means the
-    /// database cannot be used becomes [`Unavailable`] and drops the connection.
+    /// database cannot be used becomes [`Unavailable`] and drops the connection. When a
+    /// connection kept from before turns out to be dead (the database restarted), `op` runs
+    /// once more on a new one, unless it had started to commit (it sets its `bool` argument
+    /// before committing a write), whose outcome is then unknown.
     fn run<T>(
         &mut self,
         what: &str,
-        op: impl FnOnce(&mut Client) -> Result<T, Fail>,
+        mut op: impl FnMut(&mut Client, &mut bool) -> Result<T, Fail>,
     ) -> anyhow::Result<T> {
-        if let Some(client) = &mut self.client
-            && (client.is_closed()
-                || (self.last_used.elapsed() > CHECK_IDLE_AFTER
-                    && client.is_valid(CONNECT_TIMEOUT).is_err()))
-        {
-            self.client = None;
-        }
-        if self.client.is_none() {
-            match self.config.connect(NoTls) {
-                Ok(c) => self.client = Some(c),
-                Err(e) => return Err(self.unavailable(what, &e)),
-            }
-        }
-        let Some(client) = &mut self.client else {
-            anyhow::bail!("{what}: no connection to {}", self.name);
-        };
-        let result = op(client);
-        self.last_used = Instant::now();
-        match result {
-            Ok(v) => Ok(v),
-            Err(Fail::Db(e)) if is_unavailable(&e) => {
+        for attempt in 0..2 {
+            if let Some(client) = &mut self.client
+                && (client.is_closed()
+                    || (self.last_used.elapsed() > CHECK_IDLE_AFTER
+                        && client.is_valid(CONNECT_TIMEOUT).is_err()))
+            {
                 self.client = None;
-                Err(self.unavailable(what, &e))
             }
-            Err(Fail::Db(e)) => {
-                Err(anyhow::Error::new(e).context(format!("{what} in {}", self.name)))
+            let reused = self.client.is_some();
+            if self.client.is_none() {
+                match self.config.connect(NoTls) {
+                    Ok(c) => self.client = Some(c),
+                    Err(e) => return Err(self.unavailable(what, &e)),
+                }
             }
-            Err(Fail::Other(e)) => Err(e.context(format!("{what} in {}", self.name))),
+            let Some(client) = &mut self.client else {
+                anyhow::bail!("{what}: no connection to {}", self.name);
+            };
+            let mut committing = false;
+            let result = op(client, &mut committing);
+            self.last_used = Instant::now();
+            match result {
+                Ok(v) => return Ok(v),
+                Err(Fail::Db(e)) if is_unavailable(&e) => {
+                    self.client = None;
+                    if attempt == 0 && reused && !committing && is_connection_lost(&e) {
+                        tracing::debug!(database = %self.name, error = %e, "{what}: reconnecting");
+                        continue;
+                    }
+                    return Err(self.unavailable(what, &e));
+                }
+                Err(Fail::Db(e)) => {
+                    return Err(anyhow::Error::new(e).context(format!("{what} in {}", self.name)));
+                }
+                Err(Fail::Other(e)) => return Err(e.context(format!("{what} in {}", self.name))),
+            }
         }
+        anyhow::bail!("{what}: no connection to {}", self.name)
     }
 
     fn unavailable(&self, what: &str, e: &postgres::Error) -> anyhow::Error {
@@ -353,7 +376,7 @@ impl Storage for PgStore {
     }
 
     fn load(&mut self) -> anyhow::Result<Loaded> {
-        self.run("reading the chain", |client| {
+        self.run("reading the chain", |client, _| {
             let mut tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::RepeatableRead)
@@ -383,7 +406,7 @@ impl Storage for PgStore {
 
     fn changes(&mut self, tip: u64) -> anyhow::Result<Option<Changes>> {
         let tip = to_i64(tip, "height")?;
-        self.run("catching up", |client| {
+        self.run("catching up", |client, _| {
             let height: i64 = client.query_one("SELECT height FROM pool_head", &[])?.try_get(0)?;
             if height == tip {
                 return Ok(None);
@@ -415,7 +438,7 @@ impl Storage for PgStore {
         let tip = to_i64(tip, "height")?;
         let zeros = i32::from(difficulty.zeros());
         let frontend = self.frontend.clone();
-        self.run("storing a block", |client| {
+        self.run("storing a block", |client, committing| {
             let mut tx = client.transaction()?;
             if lock_head(&mut tx)? != tip {
                 return Ok(Forged::Lost);
@@ -437,6 +460,7 @@ impl Storage for PgStore {
             }
             tx.execute("UPDATE pool_head SET height = $1", &[&idx])?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &idx.to_string()])?;
+            *committing = true;
             tx.commit()?;
             Ok(Forged::Stored(block))
         })
@@ -450,7 +474,7 @@ impl Storage for PgStore {
     ) -> anyhow::Result<Queued> {
         let tip = to_i64(tip, "height")?;
         let amount = to_i64(t.amount, "amount")?;
-        self.run("storing a pending transaction", |client| {
+        self.run("storing a pending transaction", |client, committing| {
             let mut tx = client.transaction()?;
             if lock_head(&mut tx)? != tip {
                 return Ok(Queued::Behind);
@@ -463,6 +487,7 @@ impl Storage for PgStore {
                 "INSERT INTO pool_pending (sender, recipient, amount) VALUES ($1, $2, $3)",
                 &[&t.sender, &t.recipient, &amount],
             )?;
+            *committing = true;
             tx.commit()?;
             Ok(Queued::Stored)
         })
@@ -470,7 +495,8 @@ impl Storage for PgStore {
 }
 
 /// Starts the thread that listens for new blocks on [`CHANNEL`] and calls `catch_up` on every
-/// notification and after every (re)connection, until `stop` is cancelled. A dropped
+/// notification and after every (re)connection, until `stop` is cancelled; a `catch_up` that
+/// fails (returns false) is tried again every [`LISTEN_POLL`] until it succeeds. A dropped
 /// connection is retried with a back-off of up to [`LISTEN_MAX_BACKOFF`].
 ///
 /// # Errors
@@ -479,7 +505,7 @@ pub fn listen(
     config: postgres::Config,
     name: String,
     stop: CancellationToken,
-    catch_up: impl Fn() + Send + 'static,
+    catch_up: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("pg-listen".to_owned()).spawn(move || {
         let mut backoff = Duration::from_millis(100);
@@ -506,7 +532,7 @@ pub fn listen(
             warned = false;
             backoff = Duration::from_millis(100);
             // Blocks stored while this connection was down (or before it was first made).
-            catch_up();
+            let mut behind = !catch_up();
             while !stop.is_cancelled() {
                 let next = client.notifications().timeout_iter(LISTEN_POLL).next();
                 let alive = match next {
@@ -515,11 +541,16 @@ pub fn listen(
                         let mut queued = client.notifications();
                         let mut queued = queued.iter();
                         while let Ok(Some(_)) = queued.next() {}
-                        catch_up();
+                        behind = !catch_up();
                         true
                     }
                     // A timeout, or a connection that closed.
-                    Ok(None) => !client.is_closed(),
+                    Ok(None) => {
+                        if behind {
+                            behind = !catch_up();
+                        }
+                        !client.is_closed()
+                    }
                     Err(_) => false,
                 };
                 if !alive {

@@ -9,6 +9,7 @@
 //! - [`block`]: [`Block`] and [`Transaction`], the genesis block and the block hash.
 //! - [`id`]: [`MinerId`], the rules for ids and transaction parties (printable, bounded).
 //! - [`pow`]: [`Difficulty`] (leading hex zeroes) and the proof check.
+//! - [`share`]: shares, judged in leading zero bits (the opt-in messages live in [`message`]).
 //! - [`message`]: the WebSocket messages ([`ServerMessage`], [`ClientMessage`]) and their parsing
 //!   of untrusted input.
 
@@ -17,6 +18,7 @@ pub mod canonical;
 pub mod id;
 pub mod message;
 pub mod pow;
+pub mod share;
 
 pub use block::{Block, BlockHash, Transaction};
 pub use canonical::{block_string, to_python_json};

@@ -12,6 +12,19 @@ use crate::block::Block;
 pub use crate::id::MAX_ID_CHARS;
 use crate::id::{IdError, MinerId};
 use crate::pow::Difficulty;
+use crate::share::{MAX_SHARE_BITS, MIN_SHARE_BITS, ShareReject};
+
+/// Reads a share target's `bits` field.
+fn bits(obj: &Map<String, Value>) -> Result<u8, MessageError> {
+    match obj.get("bits") {
+        Some(v) => v
+            .as_u64()
+            .and_then(|b| u8::try_from(b).ok())
+            .filter(|b| (MIN_SHARE_BITS..=MAX_SHARE_BITS).contains(b))
+            .ok_or_else(|| MessageError::wrong("bits", "an integer 1..=64", v)),
+        None => Err(MessageError::Missing("bits")),
+    }
+}
 
 /// The largest coin amount anywhere: one transaction's `amount`, and the largest balance (either
 /// sign) that transfers may leave any id with. 2^53 − 1, so every balance is an exact integer in
@@ -80,6 +93,25 @@ pub enum ServerMessage {
     Error {
         /// What was wrong with the frame.
         message: String,
+    },
+    /// The connection's share target, sent after it opted in with [`ClientMessage::Shares`] and
+    /// whenever the target changes (see [`crate::share`]).
+    ShareTarget {
+        /// Leading zero bits of the digest a share needs.
+        bits: u8,
+    },
+    /// The answer to a proof that was judged as a share (it did not win a block).
+    Share {
+        /// Whether it was counted.
+        accepted: bool,
+        /// A sentence for the miner.
+        message: String,
+        /// Why it was refused; `null` when counted.
+        reason: Option<ShareReject>,
+        /// The index of the chain's last block (the block the share was for, when counted).
+        index: u64,
+        /// The target it was judged at.
+        bits: u8,
     },
     /// Pool statistics, sent only to the connection that asked with [`ClientMessage::Stats`]
     /// (the dashboard asks on connect and after each `block` message, so it never polls).
@@ -273,6 +305,31 @@ impl ServerMessage {
                 Ok(ServerMessage::Error { message })
             }
             "stats" => Self::stats_from_object(&obj),
+            "share_target" => Ok(ServerMessage::ShareTarget { bits: bits(&obj)? }),
+            "share" => {
+                let accepted = match obj.get("accepted") {
+                    Some(Value::Bool(b)) => *b,
+                    Some(v) => return Err(MessageError::wrong("accepted", "a boolean", v)),
+                    None => return Err(MessageError::Missing("accepted")),
+                };
+                let message = match obj.get("message") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => return Err(MessageError::wrong("message", "a string", v)),
+                    None => String::new(),
+                };
+                let reason = match obj.get("reason") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(s)) => ShareReject::parse(s),
+                    Some(v) => return Err(MessageError::wrong("reason", "a string", v)),
+                };
+                let index = match obj.get("index") {
+                    None | Some(Value::Null) => 0,
+                    Some(v) => {
+                        v.as_u64().ok_or_else(|| MessageError::wrong("index", "an integer", v))?
+                    }
+                };
+                Ok(ServerMessage::Share { accepted, message, reason, index, bits: bits(&obj)? })
+            }
             other => Err(MessageError::UnknownType(truncate(other))),
         }
     }
@@ -375,6 +432,9 @@ pub enum ClientMessage {
     LastBlock,
     /// A request for a [`ServerMessage::Stats`] (sent by the dashboard).
     Stats,
+    /// Opts this connection in to shares: the server answers with a
+    /// [`ServerMessage::ShareTarget`] and judges proofs below the block difficulty as shares.
+    Shares,
 }
 
 impl ClientMessage {
@@ -389,6 +449,7 @@ impl ClientMessage {
             "proof" => Ok(ClientMessage::Proof(ProofSubmission::from_object(&obj)?)),
             "last_block" => Ok(ClientMessage::LastBlock),
             "stats" => Ok(ClientMessage::Stats),
+            "shares" => Ok(ClientMessage::Shares),
             other => Err(MessageError::UnknownType(truncate(other))),
         }
     }

@@ -6,6 +6,7 @@ mod adversarial_memory;
 mod balances;
 mod browser;
 mod chain_pages;
+mod cluster;
 mod cluster_lb;
 mod compat;
 mod concurrency;

@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use protocol::message::FORGED;
+use protocol::share::ShareReject;
 use protocol::{Balance, Block, ClientMessage, Difficulty, ProofSubmission, Transaction};
 use protocol::{BlockSummary, RejectReason, ServerMessage};
 use serde_json::{Map, Number, Value};
@@ -142,6 +143,11 @@ fn arb_rate() -> impl Strategy<Value = f64> {
 /// Every kind of server message, with arbitrary contents.
 pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
     let reason = prop_oneof![Just(RejectReason::Stale), Just(RejectReason::Invalid)];
+    let share_reason = prop_oneof![
+        Just(ShareReject::Stale),
+        Just(ShareReject::Invalid),
+        Just(ShareReject::Duplicate)
+    ];
     let balance = (arb_string(), any::<i64>()).prop_map(|(id, coins)| Balance { id, coins });
     let stats = (
         (any::<u64>(), arb_difficulty(), any::<u64>(), arb_rate(), arb_rate()),
@@ -182,6 +188,23 @@ pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
         }),
         arb_string().prop_map(|message| ServerMessage::Error { message }),
         stats,
+        (1u8..=64).prop_map(|bits| ServerMessage::ShareTarget { bits }),
+        (any::<u64>(), 1u8..=64).prop_map(|(index, bits)| ServerMessage::Share {
+            accepted: true,
+            message: "share accepted".to_owned(),
+            reason: None,
+            index,
+            bits
+        }),
+        (arb_string(), share_reason, any::<u64>(), 1u8..=64).prop_map(
+            |(message, reason, index, bits)| ServerMessage::Share {
+                accepted: false,
+                message,
+                reason: Some(reason),
+                index,
+                bits
+            }
+        ),
     ]
 }
 
@@ -201,5 +224,6 @@ pub fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
         ),
         Just(ClientMessage::LastBlock),
         Just(ClientMessage::Stats),
+        Just(ClientMessage::Shares),
     ]
 }
