@@ -89,7 +89,7 @@ impl Ack {
 }
 
 /// Checks what a client can check from `GET /chain`: indexes, hash links and proofs.
-fn assert_valid_chain(chain: &[Value], difficulty: Difficulty) {
+pub(crate) fn assert_valid_chain(chain: &[Value], difficulty: Difficulty) {
     assert!(!chain.is_empty(), "empty chain");
     assert_eq!(chain[0]["index"], 1);
     for (i, pair) in chain.windows(2).enumerate() {

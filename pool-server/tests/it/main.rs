@@ -7,6 +7,7 @@ mod balances;
 mod browser;
 mod chain_pages;
 mod cluster;
+mod cluster_lb;
 mod compat;
 mod concurrency;
 mod crash;
