@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line and its validation into a [`Config`].
-//! - `driver` (private): the mining rules both transports follow (which block, abort, proofs
-//!   whose block is gone, verdicts, `--once`); neither transport imports the other.
-//! - [`session`] (private): the WebSocket session with pushed work and reconnects.
-//! - [`http`] (private): the course HTTP protocol (polling `/last_block`, `POST /mine`).
+//! - `driver` (private): the mining loop and its rules (which block, abort, the proof queue,
+//!   proofs whose block is gone, verdicts, Ctrl-C, `--once`), over a `Transport`.
+//! - `session` (private): the WebSocket transport (pushed work, reconnects).
+//! - `http` (private): the course HTTP transport (polling `/last_block`, `POST /mine`).
+//!   Neither transport imports the other; each only moves messages.
 //! - `pools` (private): failover across an ordered list of pools, above both transports.
 //! - [`job`]: block extraction, dialects, success detection: pure functions over JSON.
 //! - [`miner`] (private): runs one search at a time on blocking threads and keeps the totals.
