@@ -18,6 +18,8 @@
 //!   bodies, the id's balance on the server.
 //! - [`tls`]: TLS for `wss://` and `https://` (rustls; the system's roots plus `--ca`).
 //! - [`search`]: the proof search (the hot loop), behind one small interface.
+//! - [`watcher`]: `ws-miner watch`, which prints the blocks a pool-server pushes (no mining).
+//! - `websocket` (private): opening a WebSocket, for the session and the watcher.
 
 pub mod backoff;
 mod balance;
@@ -36,6 +38,8 @@ pub mod search;
 mod session;
 pub mod tls;
 pub mod untrusted;
+pub mod watcher;
+mod websocket;
 
 pub use cli::{Cli, Config, Endpoint};
 pub use error::{ConfigError, Exit, Outcome};

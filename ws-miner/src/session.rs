@@ -6,7 +6,7 @@
 //! a proof found meanwhile is sent when the server is back (if its block is still current).
 //! Every frame is untrusted: what cannot be used is reported in one line and ignored.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use protocol::{ClientMessage, Difficulty, ProofSubmission, ServerMessage};
 use std::future::Future;
 use std::pin::Pin;
@@ -14,32 +14,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::error::Elapsed;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval, sleep_until, timeout};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use url::Url;
 
 use crate::backoff::Backoff;
 use crate::cli::Config;
 use crate::driver::{Ctx, End, Incoming, Transport, Verdict, drive};
-use crate::http_body::bytes_text;
 use crate::job::{Dialect, Work};
-use crate::limits::MAX_WS_MESSAGE_BYTES;
 use crate::miner::Found;
-use crate::net;
 use crate::output::{Event, Reporter};
 use crate::untrusted::preview;
-
-/// How long a connection attempt (TCP + WebSocket handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the miner pings an idle server.
-const KEEPALIVE: Duration = Duration::from_secs(15);
-/// Silence after which the connection is considered dead.
-const READ_TIMEOUT: Duration = Duration::from_secs(45);
-/// How long a single send may take.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Ws = WebSocketStream<net::Stream>;
+use crate::websocket::{
+    CONNECT_TIMEOUT, ConnectError, KEEPALIVE, READ_TIMEOUT, Ws, connect, describe_ws_error, send,
+};
 
 /// A connection attempt under way (kept across calls, so that waiting on it is cancel-safe).
 type Connecting = Pin<Box<dyn Future<Output = Result<Result<Ws, ConnectError>, Elapsed>> + Send>>;
@@ -114,8 +101,7 @@ impl Session {
             Ok(Err(ConnectError::Status(status))) if self.fallback => {
                 return Incoming::Fallback(format!("{url} answered HTTP {status}"));
             }
-            Ok(Err(ConnectError::Status(status))) => describe_status(url, status),
-            Ok(Err(ConnectError::Other(e))) => e,
+            Ok(Err(e)) => e.describe(url),
             Err(_) => format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
         };
         Incoming::Unreachable(error)
@@ -251,79 +237,5 @@ impl Transport for Session {
 
     fn url(&self) -> String {
         self.url.to_string()
-    }
-}
-
-/// Why a WebSocket connection could not be opened.
-enum ConnectError {
-    /// The server answered the upgrade with a plain HTTP status.
-    Status(tungstenite::http::StatusCode),
-    /// Anything else, in one line.
-    Other(String),
-}
-
-/// The limits the miner reads WebSocket messages under: see [`MAX_WS_MESSAGE_BYTES`].
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MAX_WS_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_WS_MESSAGE_BYTES))
-}
-
-/// Opens the connection (an unknown host is said so) and makes the WebSocket handshake.
-async fn connect(url: &Url, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Ws, ConnectError> {
-    let stream = net::open(url, tls).await.map_err(ConnectError::Other)?;
-    match tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(ws_config())).await
-    {
-        Ok((ws, _response)) => Ok(ws),
-        Err(tungstenite::Error::Http(response)) => Err(ConnectError::Status(response.status())),
-        Err(e) => Err(ConnectError::Other(describe_ws_error(&e))),
-    }
-}
-
-/// Explains an HTTP status answered to the upgrade; a 404 names the path a pool-server uses.
-fn describe_status(url: &Url, status: tungstenite::http::StatusCode) -> String {
-    if status != tungstenite::http::StatusCode::NOT_FOUND {
-        return format!("HTTP {status}");
-    }
-    let mut right = url.clone();
-    right.set_path("/ws");
-    right.set_query(None);
-    if url.path() == "/ws" {
-        let mut http = right.clone();
-        let _ = http.set_scheme(if url.scheme() == "wss" { "https" } else { "http" });
-        http.set_path("/");
-        format!(
-            "HTTP {status}: no WebSocket endpoint at /ws; a course server has none: for its HTTP \
-             API use {http}"
-        )
-    } else {
-        format!(
-            "HTTP {status}: no WebSocket endpoint at {}; a pool-server's is /ws: try {right}",
-            url.path()
-        )
-    }
-}
-
-fn describe_ws_error(e: &tungstenite::Error) -> String {
-    match e {
-        tungstenite::Error::Io(io) => io.to_string(),
-        tungstenite::Error::Http(response) => format!("HTTP {}", response.status()),
-        tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong {
-            size,
-            max_size,
-        }) => format!(
-            "the server sent a message of {size} bytes or more, over the {} the miner reads \
-             (a pool-server's blocks are far smaller)",
-            bytes_text(*max_size)
-        ),
-        other => other.to_string(),
-    }
-}
-
-async fn send(ws: &mut Ws, message: Message) -> Result<(), String> {
-    match timeout(SEND_TIMEOUT, ws.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(describe_ws_error(&e)),
-        Err(_) => Err(format!("sending took more than {}s", SEND_TIMEOUT.as_secs())),
     }
 }

@@ -18,5 +18,4 @@ mod http;
 mod limits;
 mod schemathesis;
 mod support;
-mod watch;
 mod ws;
