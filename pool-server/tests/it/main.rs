@@ -22,5 +22,4 @@ mod pg;
 mod schemathesis;
 mod shares;
 mod support;
-mod watch;
 mod ws;
