@@ -40,13 +40,15 @@ pub struct Chain {
     pending: Vec<Transaction>,
     /// The bytes the pending transactions take in the next block string.
     pending_bytes: usize,
+    /// Bytes of [`MAX_PENDING_BYTES`] kept for rewards beyond the one every block has (PPLNS).
+    reserved_bytes: usize,
 }
 
 /// The next block is full: a transaction was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "the next block (#{next}) is full: at most {MAX_PENDING_TRANSACTIONS} transactions and \
-     {MAX_PENDING_BYTES} bytes of them wait for a block, and {pending} transactions taking {bytes} \
+     {cap} bytes of them wait for a block, and {pending} transactions taking {bytes} \
      bytes already do; send it again once block #{next} is forged"
 )]
 pub struct BlockFullError {
@@ -56,6 +58,8 @@ pub struct BlockFullError {
     pub pending: usize,
     /// Their bytes in the block string.
     pub bytes: usize,
+    /// The most bytes they may take ([`MAX_PENDING_BYTES`], less what PPLNS rewards keep).
+    pub cap: usize,
 }
 
 /// What a proof achieves against the current chain.
@@ -110,6 +114,7 @@ impl Chain {
             recent: VecDeque::new(),
             pending: Vec::new(),
             pending_bytes: 0,
+            reserved_bytes: 0,
         };
         chain.push(genesis);
         chain
@@ -128,8 +133,13 @@ impl Chain {
         // Transactions stored by an older server may exceed today's caps; they are kept (and
         // mined), and new ones are refused until they are.
         let pending_bytes = pending.iter().map(transaction_bytes).sum();
-        let mut chain =
-            Chain { blocks: Vec::new(), recent: VecDeque::new(), pending, pending_bytes };
+        let mut chain = Chain {
+            blocks: Vec::new(),
+            recent: VecDeque::new(),
+            pending,
+            pending_bytes,
+            reserved_bytes: 0,
+        };
         for s in stored {
             chain.check_stored(&s)?;
             chain.push(s.block);
@@ -196,6 +206,12 @@ impl Chain {
         Ok(())
     }
 
+    /// Keeps `bytes` of each block for rewards beyond the one every block has: the pending
+    /// transactions may take [`MAX_PENDING_BYTES`] less that.
+    pub fn reserve_reward_bytes(&mut self, bytes: usize) {
+        self.reserved_bytes = bytes.min(MAX_PENDING_BYTES);
+    }
+
     /// Replaces the pending transactions with `pending` (as a shared database holds them now).
     pub fn set_pending(&mut self, pending: Vec<Transaction>) {
         self.pending_bytes = pending.iter().map(transaction_bytes).sum();
@@ -242,11 +258,13 @@ impl Chain {
     /// When it does not; nothing changes.
     pub fn check_pending(&self, t: &Transaction) -> Result<(), BlockFullError> {
         let bytes = self.pending_bytes + transaction_bytes(t);
-        if self.pending.len() >= MAX_PENDING_TRANSACTIONS || bytes > MAX_PENDING_BYTES {
+        let cap = MAX_PENDING_BYTES - self.reserved_bytes;
+        if self.pending.len() >= MAX_PENDING_TRANSACTIONS || bytes > cap {
             return Err(BlockFullError {
                 next: self.last().index + 1,
                 pending: self.pending.len(),
                 bytes: self.pending_bytes,
+                cap,
             });
         }
         Ok(())
@@ -360,15 +378,22 @@ impl Chain {
     /// the pending transactions, then the reward. Does not change the chain; [`Chain::append`]
     /// does, once the block is stored.
     pub fn forge(&self, proof: u64, winner: &str, now: f64) -> Block {
-        self.forge_with(&self.pending, proof, winner, now)
+        self.forge_with(&self.pending, &[Transaction::reward(winner)], proof, now)
     }
 
     /// Like [`Chain::forge`], but the block takes `pending` (the pending transactions as the
-    /// database holds them when the block is stored) instead of the ones this chain knows.
-    pub fn forge_with(&self, pending: &[Transaction], proof: u64, winner: &str, now: f64) -> Block {
+    /// database holds them when the block is stored) instead of the ones this chain knows, and
+    /// `rewards` (the finder's last) instead of one coin to the finder.
+    pub fn forge_with(
+        &self,
+        pending: &[Transaction],
+        rewards: &[Transaction],
+        proof: u64,
+        now: f64,
+    ) -> Block {
         let last = self.last();
         let mut transactions = pending.to_vec();
-        transactions.push(Transaction::reward(winner));
+        transactions.extend_from_slice(rewards);
         Block {
             index: last.index + 1,
             timestamp: now,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use protocol::Difficulty;
 
+use crate::payout::{DEFAULT_PPLNS_SHARES, MAX_PPLNS_SHARES, Payout};
 use crate::serve::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
     DEFAULT_TRANSACTION_RATE, Limits,
@@ -83,6 +84,13 @@ pub struct Cli {
     /// The easiest share target vardiff may set, in leading zero bits.
     #[arg(long, default_value_t = DEFAULT_MIN_BITS)]
     pub share_min_bits: u8,
+    /// How block rewards are paid: solo (one coin to the proof's sender, the course's rule) or
+    /// pplns (1,000,000 units a block, split over the pool's last --pplns-shares shares by work).
+    #[arg(long, value_enum, default_value = "solo")]
+    pub payout: PayoutArg,
+    /// N of PPLNS: the last this many accepted shares are paid.
+    #[arg(long, default_value_t = DEFAULT_PPLNS_SHARES, value_name = "N")]
+    pub pplns_shares: usize,
     /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -102,6 +110,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The PostgreSQL database of `--database`, instead of SQLite in `data_dir`.
     pub database: Option<DatabaseUrl>,
+    /// How block rewards are paid.
+    pub payout: Payout,
     /// Connection limits.
     pub limits: Limits,
     /// The certificate and key of `--tls-cert`/`--tls-key`: HTTPS and WSS; `None`: plain HTTP.
@@ -116,10 +126,20 @@ impl Config {
             difficulty,
             data_dir,
             database: None,
+            payout: Payout::Solo,
             limits: Limits::default(),
             tls: None,
         }
     }
+}
+
+/// `--payout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayoutArg {
+    /// One coin to the proof's sender (the course's rule).
+    Solo,
+    /// Pay-per-last-N-shares.
+    Pplns,
 }
 
 /// A PostgreSQL connection URL; its `Debug` hides it (it may hold a password).
@@ -141,6 +161,9 @@ pub enum ConfigError {
     /// `--database` is not a PostgreSQL URL.
     #[error("--database must be a PostgreSQL URL such as postgres://USER@HOST:PORT/DB")]
     Database,
+    /// `--pplns-shares` is out of range.
+    #[error("--pplns-shares must be between 1 and {MAX_PPLNS_SHARES}, got {0}")]
+    PplnsShares(usize),
     /// `--share-interval-ms` is out of range.
     #[error(
         "--share-interval-ms must be between {MIN_SHARE_INTERVAL_MS} and {MAX_SHARE_INTERVAL_MS}, got {0}"
@@ -191,6 +214,13 @@ impl Cli {
                 return Err(ConfigError::ShareBits(flag, bits));
             }
         }
+        if !(1..=MAX_PPLNS_SHARES).contains(&self.pplns_shares) {
+            return Err(ConfigError::PplnsShares(self.pplns_shares));
+        }
+        let payout = match self.payout {
+            PayoutArg::Solo => Payout::Solo,
+            PayoutArg::Pplns => Payout::Pplns { shares: self.pplns_shares },
+        };
         let database = match self.database {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Some(DatabaseUrl(url))
@@ -203,6 +233,7 @@ impl Cli {
             difficulty,
             data_dir: self.data_dir,
             database,
+            payout,
             limits: Limits {
                 max_conns_per_ip: self.max_conns_per_ip,
                 max_conns: self.max_conns,

@@ -7,11 +7,12 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use protocol::share::ShareReject;
+use protocol::share::{ShareReject, block_bits};
 use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
 
 use crate::balances::{BalanceLimitError, Balances};
 use crate::chain::{BlockFullError, Chain, Judgement, ShareJudgement};
+use crate::payout::Payout;
 use crate::storage::{
     Forged, MAX_CHANGED_BLOCKS, Queued, ShareRow, ShareStored, Storage, Unavailable, WorkerRow,
 };
@@ -63,6 +64,7 @@ pub struct Ledger {
     store: Box<dyn Storage>,
     difficulty: Difficulty,
     balances: Balances,
+    payout: Payout,
     /// Blocks appended since [`Ledger::take_appended`] last ran, oldest first: won here or
     /// caught up from a shared database.
     appended: Vec<Block>,
@@ -83,15 +85,20 @@ impl Ledger {
     /// # Errors
     /// When the stored chain breaks a rule (the message names the database, the block and the
     /// problem), or the database cannot be written.
-    pub fn open(store: Box<dyn Storage>, difficulty: Difficulty) -> anyhow::Result<Self> {
+    pub fn open(
+        store: Box<dyn Storage>,
+        difficulty: Difficulty,
+        payout: Payout,
+    ) -> anyhow::Result<Self> {
         let mut store = store;
         let name = store.describe();
         let loaded = store.load().with_context(|| format!("corrupt chain in {name}"))?;
-        let chain = Chain::from_stored(loaded.blocks, loaded.pending)
+        let mut chain = Chain::from_stored(loaded.blocks, loaded.pending)
             .with_context(|| format!("corrupt chain in {name}"))?;
+        chain.reserve_reward_bytes(payout.extra_reward_bytes());
         store.mark_running()?;
         let balances = Balances::new(chain.blocks(), chain.pending());
-        Ok(Ledger { chain, store, difficulty, balances, appended: Vec::new() })
+        Ok(Ledger { chain, store, difficulty, balances, payout, appended: Vec::new() })
     }
 
     /// Returns the chain.
@@ -150,7 +157,7 @@ impl Ledger {
         sub: &ProofSubmission,
         share_bits: Option<u8>,
     ) -> anyhow::Result<Outcome> {
-        let outcome = self.submit_block(sub)?;
+        let outcome = self.submit_block(sub, share_bits)?;
         match (share_bits, &outcome) {
             (Some(bits), Outcome::Rejected { reason: RejectReason::Invalid, .. }) => {
                 self.submit_share(sub, bits)
@@ -249,7 +256,14 @@ impl Ledger {
         self.store.workers(since, limit)
     }
 
-    fn submit_block(&mut self, sub: &ProofSubmission) -> anyhow::Result<Outcome> {
+    fn submit_block(
+        &mut self,
+        sub: &ProofSubmission,
+        share_bits: Option<u8>,
+    ) -> anyhow::Result<Outcome> {
+        // Under PPLNS the finder's proof counts as a share of its target (a proof sent over HTTP,
+        // or by a connection without shares, as one of the block's).
+        let finder_bits = share_bits.unwrap_or_else(|| block_bits(self.difficulty));
         let now = now();
         for attempt in 0..=MAX_RETRIES {
             let judgement = self.chain.judge(sub, self.difficulty, now);
@@ -274,11 +288,12 @@ impl Ledger {
                 return Ok(Outcome::Rejected { reason, message, index: self.chain.last().index });
             }
             let tip = self.chain.last().index;
-            let chain = &self.chain;
-            let mut make = |pending: Option<&[Transaction]>| {
-                chain.forge_with(pending.unwrap_or(chain.pending()), sub.proof, &sub.id, now)
+            let (chain, payout) = (&self.chain, self.payout);
+            let mut make = |pending: Option<&[Transaction]>, shares: &[(String, u8)]| {
+                let rewards = payout.rewards(&sub.id, finder_bits, shares);
+                chain.forge_with(pending.unwrap_or(chain.pending()), &rewards, sub.proof, now)
             };
-            match self.store.forge(tip, self.difficulty, &mut make)? {
+            match self.store.forge(tip, self.difficulty, payout.window(), &mut make)? {
                 Forged::Stored(block) => {
                     self.balances.record(&block);
                     self.chain.append(block.clone());

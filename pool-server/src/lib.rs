@@ -32,6 +32,7 @@ pub mod http;
 pub mod ledger;
 pub mod lockfile;
 pub mod metrics;
+pub mod payout;
 pub mod pg;
 pub mod rate;
 pub mod scoreboard;
@@ -108,17 +109,19 @@ pub async fn run(
     let addr = listener.local_addr().context("reading the bound address")?;
     let frontend = addr.to_string();
     let database = config.database.clone();
+    let payout = config.payout;
     let ledger = tokio::task::spawn_blocking(move || match database {
         Some(url) => {
             let open = || -> anyhow::Result<_> {
                 let store = pg::PgStore::open(&url.0, difficulty, &frontend)?;
-                ledger::Ledger::open(Box::new(store), difficulty)
+                ledger::Ledger::open(Box::new(store), difficulty, payout)
             };
             open().context("cannot use the chain in --database")
         }
         None => {
             let open = || -> anyhow::Result<_> {
-                ledger::Ledger::open(Box::new(store::Store::open(&data_dir)?), difficulty)
+                let store = store::Store::open(&data_dir)?;
+                ledger::Ledger::open(Box::new(store), difficulty, payout)
             };
             // Whatever fails, the message names the database it was about.
             open().with_context(|| {

@@ -459,8 +459,10 @@ impl Storage for PgStore {
         &mut self,
         tip: u64,
         difficulty: Difficulty,
+        window: usize,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged> {
+        let window = i64::try_from(window).unwrap_or(i64::MAX);
         let tip = to_i64(tip, "height")?;
         let zeros = i32::from(difficulty.zeros());
         let frontend = self.frontend.clone();
@@ -470,7 +472,18 @@ impl Storage for PgStore {
                 return Ok(Forged::Lost);
             }
             let (pending, last_seq) = read_pending(&mut tx)?;
-            let block = make(Some(&pending));
+            let mut shares = Vec::new();
+            if window > 0 {
+                let rows = tx.query(
+                    "SELECT id, bits FROM pool_shares ORDER BY seq DESC LIMIT $1",
+                    &[&window],
+                )?;
+                for row in rows {
+                    let bits: i32 = row.try_get(1)?;
+                    shares.push((row.try_get(0)?, u8::try_from(bits).unwrap_or(u8::MAX)));
+                }
+            }
+            let block = make(Some(&pending), &shares);
             let idx = to_i64(block.index, "block index")?;
             let body = serde_json::to_string(&block).context("serialising a block")?;
             let inserted = tx.execute(

@@ -151,8 +151,8 @@ pub fn proof_to_i64(proof: u64) -> i64 {
 }
 
 /// Builds the next block from the pending transactions it will take (see [`Storage`] for
-/// `None`).
-pub type MakeBlock<'a> = dyn FnMut(Option<&[Transaction]>) -> Block + 'a;
+/// `None`) and the pool's last shares, newest first, as `(id, bits)` (for PPLNS).
+pub type MakeBlock<'a> = dyn FnMut(Option<&[Transaction]>, &[(String, u8)]) -> Block + 'a;
 
 /// Decides whether a transaction may join the pending ones (see [`Storage`] for `None`).
 pub type CheckPending<'a> = dyn FnMut(Option<&[Transaction]>) -> Result<(), Refusal> + 'a;
@@ -193,8 +193,9 @@ pub trait Storage: Send + std::fmt::Debug {
     fn changes(&mut self, tip: u64) -> anyhow::Result<Option<Changes>>;
 
     /// If the stored chain still ends at block `tip`, builds the next block with `make` (given
-    /// the pending transactions, which the block takes) and stores it, judged at `difficulty`,
-    /// in one transaction that also removes those pending transactions.
+    /// the pending transactions, which the block takes, and the last `window` shares) and stores
+    /// it, judged at `difficulty`, in one transaction that also removes those pending
+    /// transactions.
     ///
     /// # Errors
     /// When the database fails ([`Unavailable`] when it cannot be reached); then the block
@@ -203,6 +204,7 @@ pub trait Storage: Send + std::fmt::Debug {
         &mut self,
         tip: u64,
         difficulty: Difficulty,
+        window: usize,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged>;
 

@@ -400,6 +400,20 @@ const SHARES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS shares (
 /// Shares stored between two removals of expired ones.
 const PRUNE_EVERY: i64 = 1024;
 
+impl Store {
+    /// The last `n` shares, newest first, as `(id, bits)`.
+    fn last_shares(&self, n: usize) -> anyhow::Result<Vec<(String, u8)>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, bits FROM shares ORDER BY seq DESC LIMIT ?1")?;
+        let rows = stmt.query_map([n], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>().context("reading the last shares")
+    }
+}
+
 impl Storage for Store {
     fn describe(&self) -> String {
         self.path.display().to_string()
@@ -422,9 +436,11 @@ impl Storage for Store {
         &mut self,
         _tip: u64,
         difficulty: Difficulty,
+        window: usize,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged> {
-        let block = make(None);
+        let shares = self.last_shares(window)?;
+        let block = make(None, &shares);
         self.append_block(&block, Some(difficulty))
             .with_context(|| format!("storing block {}", block.index))?;
         Ok(Forged::Stored(block))

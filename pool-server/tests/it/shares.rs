@@ -243,3 +243,95 @@ async fn two_frontends_count_shares_once_and_agree_on_workers() {
         (on_b[0]["id"].clone(), on_b[0]["shares"].clone())
     );
 }
+
+/// Sums each id's rewards (transactions from "0") over a `/chain`.
+fn rewards_by_id(chain: &[Value]) -> std::collections::BTreeMap<String, u64> {
+    let mut paid = std::collections::BTreeMap::new();
+    for block in chain {
+        for t in block["transactions"].as_array().into_iter().flatten() {
+            if t["sender"] == "0" {
+                let id = t["recipient"].as_str().expect("recipient").to_owned();
+                *paid.entry(id).or_insert(0) += t["amount"].as_u64().expect("amount");
+            }
+        }
+    }
+    paid
+}
+
+#[tokio::test]
+async fn pplns_pays_every_block_exactly_over_the_last_shares() {
+    use pool_server::payout::{PPLNS_REWARD, Payout};
+    // Shares at 11 bits, one below the block's 12: vardiff cannot raise them, and with a
+    // minute per wanted share it does not lower them during the test.
+    let settings =
+        ShareSettings { interval: Duration::from_secs(60), start_bits: 11, min_bits: 11 };
+    let limits = Limits { shares: settings, ..limits(11) };
+    let server = Server::start_paying(ZEROS, limits, None, Payout::Pplns { shares: 1000 }).await;
+    let (mut a, hello) = Ws::connect_and_greet(&server.ws_url()).await;
+    let (mut b, _) = Ws::connect_and_greet(&server.ws_url()).await;
+    opt_in(&mut a).await;
+    opt_in(&mut b).await;
+    let mut block = hello["block"].clone();
+    let mut proof = 0;
+    // Three blocks; before each, "light" sends one share and "heavy" three, all at 11 bits.
+    for _ in 0..3 {
+        let index = block["index"].as_u64().expect("index");
+        for (ws, id, n) in [(&mut a, "light", 1), (&mut b, "heavy", 3)] {
+            for _ in 0..n {
+                proof = proof_with_bits(&block, 11, 12, proof + 1);
+                let answer = send_proof(ws, proof, id, Some(index)).await;
+                assert_eq!(answer["accepted"], true, "{answer}");
+            }
+        }
+        proof = proof_with_bits(&block, 12, 257, proof + 1);
+        let won = send_proof(&mut a, proof, "finder", Some(index)).await;
+        assert_eq!(won["message"], "New Block Forged", "{won}");
+        // (The block frame may come before the result, so read it over HTTP.)
+        block = server.last_block().await;
+        assert_eq!(block["index"], index + 1);
+        let last = block["transactions"].as_array().and_then(|t| t.last()).cloned();
+        assert_eq!(last.map(|t| t["recipient"].clone()), Some(json!("finder")), "{block}");
+        let minted: u64 = block["transactions"]
+            .as_array()
+            .expect("transactions")
+            .iter()
+            .filter(|t| t["sender"] == "0")
+            .map(|t| t["amount"].as_u64().expect("amount"))
+            .sum();
+        assert_eq!(minted, PPLNS_REWARD, "each block mints exactly the reward: {block}");
+    }
+    let chain = server.chain().await;
+    let paid = rewards_by_id(&chain);
+    assert_eq!(paid.values().sum::<u64>(), 3 * PPLNS_REWARD, "{paid:?}");
+    // Heavy sent three times light's shares; the ratio of their pay follows, within rounding
+    // (the window also holds the finder's block shares).
+    let ratio = paid["heavy"] as f64 / paid["light"] as f64;
+    assert!((ratio - 3.0).abs() < 0.01, "heavy/light = {ratio}: {paid:?}");
+    // /balances agrees with the chain exactly.
+    let balances: Value =
+        reqwest::get(server.url("/balances")).await.expect("GET").json().await.expect("json");
+    for b in balances["balances"].as_array().expect("balances") {
+        let id = b["id"].as_str().expect("id");
+        assert_eq!(b["coins"].as_u64(), paid.get(id).copied(), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn solo_pays_one_coin_to_the_finder_even_with_shares() {
+    let server = Server::start_with(ZEROS, limits(5)).await;
+    let (mut ws, hello) = Ws::connect_and_greet(&server.ws_url()).await;
+    opt_in(&mut ws).await;
+    let block = hello["block"].clone();
+    let share = proof_with_bits(&block, 5, 12, 0);
+    assert_eq!(send_proof(&mut ws, share, "helper", Some(1)).await["accepted"], true);
+    let winning = proof_with_bits(&block, 12, 257, 0);
+    assert_eq!(
+        send_proof(&mut ws, winning, "finder", Some(1)).await["message"],
+        "New Block Forged"
+    );
+    let chain = server.chain().await;
+    assert_eq!(
+        chain[1]["transactions"],
+        json!([{"sender": "0", "recipient": "finder", "amount": 1}])
+    );
+}

@@ -56,6 +56,16 @@ impl Server {
     /// Starts a server keeping its chain in the PostgreSQL database at `database` (one
     /// frontend of the pool on it), or in SQLite when `None`.
     pub async fn start_on(zeros: u64, limits: Limits, database: Option<&str>) -> Server {
+        Server::start_paying(zeros, limits, database, pool_server::payout::Payout::Solo).await
+    }
+
+    /// [`Server::start_on`] with a payout scheme.
+    pub async fn start_paying(
+        zeros: u64,
+        limits: Limits,
+        database: Option<&str>,
+        payout: pool_server::payout::Payout,
+    ) -> Server {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let difficulty = Difficulty::new(zeros).expect("difficulty in range");
@@ -66,6 +76,7 @@ impl Server {
             difficulty,
             data_dir: dir.path().join("data"),
             database: database.map(|url| pool_server::config::DatabaseUrl(url.to_owned())),
+            payout,
             limits,
             tls: None,
         };
