@@ -9,7 +9,10 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::support::{Pool, solves, within};
+use protocol::Difficulty;
+use test_support::mine;
+
+use crate::support::{Pool, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ws-miner");
 const ZEROS: u64 = 2;
@@ -60,7 +63,7 @@ async fn forge(pool: &Pool, id: &str) -> Value {
     .await
     .expect("GET /last_block");
     let block = &last["last_block"];
-    let proof = (0u64..).find(|p| solves(block, ZEROS, &json!(p))).expect("a proof");
+    let proof = mine(block, Difficulty::new(ZEROS).expect("in range"), 0);
     let answer: Value = within("POST /mine", async {
         let body = json!({ "proof": proof, "id": id });
         client.post(format!("http://{}/mine", pool.addr)).json(&body).send().await?.json().await
