@@ -1,5 +1,6 @@
 //! `ws-miner watch` and `scripts/watch` against a real pool-server: one line per pushed block
-//! (ids printed without terminal escapes), `--json` frames, a reconnect after the server
+//! (a non-ASCII id as it is; escapes in ids are tested in `watcher`'s unit tests, since
+//! pool-server refuses such ids), `--json` frames, a reconnect after the server
 //! restarts (the block already printed is not printed again), `wss://` with `--ca` (and one
 //! clear line without it), and exit 130 on Ctrl-C.
 
