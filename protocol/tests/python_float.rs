@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use test_support::Rng;
 
 /// Answers each line holding an f64's bits (decimal) with `json.dumps` of that float.
 const PYTHON: &str = r#"
@@ -59,18 +60,6 @@ fn check_all(values: &[f64]) {
     );
 }
 
-/// xorshift64: a fixed, dependency-free stream of bits.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn ties_go_to_the_even_digit_as_in_python() {
     // Each is exactly halfway between two shortest candidates; CPython's dtoa keeps the even one.
@@ -85,12 +74,12 @@ fn ties_go_to_the_even_digit_as_in_python() {
 fn odd_multiples_of_powers_of_two_near_today_match_python() {
     // Timestamps from 1.7e9 to 1.8e9 s with k fractional bits (k = 1..30), odd numerators: the
     // values whose exact decimal expansion is shortest, where ties happen.
-    let mut rng = Rng(0x5eed_0001);
+    let mut rng = Rng::new(0x5eed_0001);
     let mut values = Vec::new();
     for k in 1..=30 {
         let scale = f64::from(1u32 << k);
         for _ in 0..1000 {
-            let seconds = 1.7e9 + (rng.next() % 100_000_000) as f64;
+            let seconds = 1.7e9 + (rng.next_u64() % 100_000_000) as f64;
             let numerator = (seconds * scale) as u64 | 1;
             values.push(numerator as f64 / scale);
         }
@@ -100,17 +89,17 @@ fn odd_multiples_of_powers_of_two_near_today_match_python() {
 
 #[test]
 fn random_floats_and_timestamps_match_python() {
-    let mut rng = Rng(0x5eed_0002);
+    let mut rng = Rng::new(0x5eed_0002);
     let mut values = Vec::new();
     while values.len() < 100_000 {
-        let f = f64::from_bits(rng.next());
+        let f = f64::from_bits(rng.next_u64());
         if f.is_finite() {
             values.push(f);
         }
     }
     for _ in 0..100_000 {
         // Microsecond-ish timestamps as `time()` returns them, and their neighbours.
-        let t = 1.7e9 + (rng.next() % (100_000_000 << 20)) as f64 / f64::from(1u32 << 20);
+        let t = 1.7e9 + (rng.next_u64() % (100_000_000 << 20)) as f64 / f64::from(1u32 << 20);
         values.push(t);
     }
     // Powers of two and their neighbours: where the gap below is half the gap above.

@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pool_server::serve::Limits;
-use protocol::{Block, Difficulty, ProofChecker};
+use protocol::Difficulty;
 use serde_json::{Value, json};
+use test_support::assert_valid_chain;
 
 use crate::pg;
 use crate::support::{Binary, HANG_GUARD, Server, Ws, mine, spawn_binary_with};
@@ -30,19 +31,6 @@ fn crowd() -> Limits {
         proof_rate: 1_000_000,
         transaction_rate: 1_000_000,
         ..Limits::default()
-    }
-}
-
-/// Checks a `/chain` list: consecutive indexes, every link, every proof at `ZEROS`.
-fn check_chain(chain: &[Value]) {
-    let blocks: Vec<Block> =
-        chain.iter().map(|b| serde_json::from_value(b.clone()).expect("a block")).collect();
-    for pair in blocks.windows(2) {
-        let (prev, block) = (&pair[0], &pair[1]);
-        assert_eq!(block.index, prev.index + 1, "consecutive indexes");
-        assert_eq!(block.previous_hash, prev.hash().to_hex(), "block {} links", block.index);
-        let checker = ProofChecker::new(&prev.block_string());
-        assert!(checker.is_valid_proof(difficulty(), block.proof), "block {}'s proof", block.index);
     }
 }
 
@@ -129,7 +117,7 @@ async fn one_of_a_thousand_valid_proofs_spread_over_three_frontends_wins() {
     for f in &frontends[1..] {
         assert_eq!(f.chain().await, chain, "every frontend serves the same chain");
     }
-    check_chain(&chain);
+    assert_valid_chain(&chain, difficulty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,7 +405,7 @@ fn the_race_goes_on_through_a_frontend_killed_and_a_database_restart() {
         assert!(start.elapsed() < HANG_GUARD, "the frontends never agreed");
         std::thread::sleep(Duration::from_millis(50));
     };
-    check_chain(&chain);
+    assert_valid_chain(&chain, difficulty());
     for block in &acknowledged {
         let index = block["index"].as_u64().expect("index") as usize;
         assert_eq!(&chain[index - 1], block, "acknowledged block {index} is in the chain");

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use protocol::Difficulty;
 use serde_json::{Value, json};
 
-use crate::crash::assert_valid_chain;
 use crate::support::{HANG_GUARD, Ws, line_channel, mine};
+use test_support::assert_valid_chain;
 
 const ZEROS: u64 = 3;
 const FRONTENDS: u16 = 3;

@@ -85,19 +85,7 @@ impl Drop for PyMiner {
 }
 
 fn winners(chain: &[Value]) -> Vec<String> {
-    chain[1..]
-        .iter()
-        .map(|b| {
-            let rewards: Vec<&Value> = b["transactions"]
-                .as_array()
-                .expect("txs")
-                .iter()
-                .filter(|t| t["sender"] == "0")
-                .collect();
-            assert_eq!(rewards.len(), 1, "one reward per block: {b}");
-            rewards[0]["recipient"].as_str().expect("recipient").to_owned()
-        })
-        .collect()
+    chain[1..].iter().map(|b| test_support::rewarded(b).to_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

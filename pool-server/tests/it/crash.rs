@@ -13,43 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use protocol::{Block, Difficulty, to_python_json};
+use protocol::Difficulty;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Binary, HANG_GUARD, mine, spawn_binary};
+use test_support::{Rng, assert_valid_chain, block_hash};
 
 const ZEROS: u64 = 2;
 const KILLS: usize = 20;
-
-/// A small deterministic generator (xorshift64*), so a failing run can be replayed by seed.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn from_env() -> Rng {
-        let seed =
-            std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-                use std::hash::{BuildHasher, Hasher};
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                h.write_u8(0);
-                h.finish()
-            });
-        eprintln!("CRASH_SEED={seed}");
-        Rng(seed.max(1))
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What a miner was told was accepted: the block index and what must be in that block.
 #[derive(Debug, Clone)]
@@ -85,20 +58,6 @@ impl Ack {
                 );
             }
         }
-    }
-}
-
-/// Checks what a client can check from `GET /chain`: indexes, hash links and proofs.
-pub(crate) fn assert_valid_chain(chain: &[Value], difficulty: Difficulty) {
-    assert!(!chain.is_empty(), "empty chain");
-    assert_eq!(chain[0]["index"], 1);
-    for (i, pair) in chain.windows(2).enumerate() {
-        let (prev, block) = (&pair[0], &pair[1]);
-        let prev_string = to_python_json(prev);
-        assert_eq!(block["index"], i as u64 + 2, "{block}");
-        assert_eq!(block["previous_hash"], block_hash(prev), "broken link at {block}");
-        let proof = block["proof"].as_u64().expect("integer proof");
-        assert!(difficulty.is_valid_proof(&prev_string, proof), "bad proof in {block}");
     }
 }
 
@@ -219,12 +178,6 @@ async fn ws_miner(addr: std::net::SocketAddr, id: String, start: u64, life: Arc<
     }
 }
 
-/// The hash a block's successor names as `previous_hash`.
-fn block_hash(block: &Value) -> String {
-    let block: Block = serde_json::from_value(block.clone()).expect("the server sends blocks");
-    block.hash().to_hex()
-}
-
 fn kill_9(bin: &mut Binary) {
     bin.child.kill().expect("SIGKILL");
     bin.child.wait().expect("reap");
@@ -235,7 +188,7 @@ async fn acknowledged_blocks_survive_repeated_kill_9_under_load() {
     let difficulty = Difficulty::new(ZEROS).expect("valid");
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut rng = Rng::from_env();
+    let mut rng = Rng::from_env("CRASH_SEED");
     let mut acked: BTreeMap<u64, Ack> = BTreeMap::new();
     let mut previous_chain: Vec<Value> = Vec::new();
 
@@ -341,7 +294,7 @@ async fn stopped_chain(data: &Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_corruption_is_refused_or_harmless_never_a_different_chain() {
-    let mut rng = Rng::from_env();
+    let mut rng = Rng::from_env("CRASH_SEED");
     let pristine = tempfile::tempdir().expect("tempdir");
     let chain = stopped_chain(pristine.path()).await;
     assert_eq!(chain.len(), 5);

@@ -8,6 +8,7 @@ use protocol::{Block, Difficulty};
 use serde_json::{Value, json};
 
 use crate::support::{Binary, spawn_binary};
+use test_support::assert_valid_chain;
 
 const ZEROS: u64 = 2;
 
@@ -22,18 +23,6 @@ fn blocking_client() -> reqwest::blocking::Client {
 /// Wins the current block of the running binary; returns the acknowledged block.
 fn forge(bin: &Binary, id: &str) -> Value {
     bin.forge(ZEROS, id)
-}
-
-/// Checks links and proofs of a chain as served, independently of the server's own check.
-fn assert_valid_chain(chain: &[Value]) {
-    let d = Difficulty::new(ZEROS).expect("ok");
-    for (i, pair) in chain.windows(2).enumerate() {
-        let prev: Block = serde_json::from_value(pair[0].clone()).expect("block");
-        let next: Block = serde_json::from_value(pair[1].clone()).expect("block");
-        assert_eq!(next.index, i as u64 + 2);
-        assert_eq!(next.previous_hash, prev.hash().to_hex());
-        assert!(d.is_valid_proof(&prev.block_string(), next.proof));
-    }
 }
 
 fn sigterm(bin: &mut Binary) -> std::process::ExitStatus {
@@ -97,7 +86,7 @@ fn acknowledged_blocks_survive_kill_9() {
         let index = block["index"].as_u64().expect("index") as usize;
         assert_eq!(&chain[index - 1], block, "block {index} survived intact");
     }
-    assert_valid_chain(&chain);
+    assert_valid_chain(&chain, Difficulty::new(ZEROS).expect("in range"));
     // It carries on from where it was.
     let next = forge(&bin, "after-restart");
     assert_eq!(next["index"], chain.len() as u64 + 1);

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use pool_server::serve::Limits;
-use protocol::{ClientMessage, Difficulty, ServerMessage, to_python_json};
+use protocol::{ClientMessage, Difficulty, ServerMessage};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -26,8 +26,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::crash::Rng;
 use crate::support::{HANG_GUARD, Server, loopback, mine};
+use test_support::{Rng, assert_one_winner, assert_valid_chain};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -181,7 +181,7 @@ enum Expect {
 fn random_text(rng: &mut Rng) -> String {
     let len = rng.below(200) as usize;
     match rng.below(6) {
-        0 => String::from_utf8_lossy(&(0..len).map(|_| rng.next() as u8).collect::<Vec<_>>())
+        0 => String::from_utf8_lossy(&(0..len).map(|_| rng.next_u64() as u8).collect::<Vec<_>>())
             .into_owned(),
         1 => (0..len)
             .map(|_| char::from(b"{}[]\":,0123456789abcdeftrunl .-\\"[rng.below(32) as usize]))
@@ -218,13 +218,13 @@ fn random_text(rng: &mut Rng) -> String {
                 json!(""),
                 json!("PROOF"),
             ];
-            json!({"type": types[rng.below(types.len() as u64) as usize], "proof": rng.next(), "id": "x"}).to_string()
+            json!({"type": types[rng.below(types.len() as u64) as usize], "proof": rng.next_u64(), "id": "x"}).to_string()
         }
         4 => ["", "null", "[]", "1", "\"proof\"", "{}", "{\"type\":\"proof\"", "\u{feff}{}"]
             [rng.below(8) as usize]
             .to_owned(),
         _ => {
-            json!({"type": "proof", "proof": rng.next(), "id": "x".repeat(rng.below(300) as usize)})
+            json!({"type": "proof", "proof": rng.next_u64(), "id": "x".repeat(rng.below(300) as usize)})
                 .to_string()
         }
     }
@@ -248,7 +248,7 @@ fn random_frames(rng: &mut Rng) -> (Vec<Message>, Expect) {
             }
             50..=59 => {
                 let len = rng.below(300) as usize;
-                let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
                 Some((vec![Message::binary(bytes)], Expect::Error))
             }
             60..=69 => {
@@ -383,7 +383,7 @@ async fn thousands_of_random_frames_never_stop_honest_miners() {
         let (addr, sent, closes) = (server.addr, sent.clone(), closes.clone());
         let mut forged = honest.forged.clone();
         fuzzers.push(tokio::spawn(async move {
-            let mut rng = Rng::from_env();
+            let mut rng = Rng::from_env("CRASH_SEED");
             let mut ws = ws_from(loopback(2 + f), addr).await.expect("fuzzer connects");
             let mut forged_before = *forged.borrow();
             for n in 1..=FRAMES_EACH {
@@ -435,15 +435,6 @@ async fn thousands_of_random_frames_never_stop_honest_miners() {
     assert_eq!(sent, u64::from(FUZZERS) * FRAMES_EACH);
     assert!(forged >= FRAMES_EACH / CHECK_EVERY);
     assert_valid_chain(&server.chain().await, server.difficulty);
-}
-
-fn assert_valid_chain(chain: &[Value], difficulty: Difficulty) {
-    for pair in chain.windows(2) {
-        let s = to_python_json(&pair[0]);
-        let proof = pair[1]["proof"].as_u64().expect("proof");
-        assert!(difficulty.is_valid_proof(&s, proof), "bad proof in {}", pair[1]);
-        assert_eq!(pair[1]["index"].as_u64(), pair[0]["index"].as_u64().map(|i| i + 1));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,7 +544,7 @@ async fn a_thousand_concurrent_valid_submissions_have_one_winner() {
                 let msg: Value =
                     serde_json::from_str(frame.to_text().expect("text")).expect("json");
                 if msg["type"] == "result" {
-                    return (msg["accepted"] == true, msg["reason"].clone());
+                    return msg;
                 }
             }
         }));
@@ -585,20 +576,12 @@ async fn a_thousand_concurrent_valid_submissions_have_one_winner() {
                 .json()
                 .await
                 .expect("json");
-            (answer["message"] == "New Block Forged", answer["reason"].clone())
+            answer
         }));
     }
-    let results = join_all(tasks).await;
-    let mut winners = 0;
-    for r in results {
-        let (won, reason) = r.expect("task");
-        if won {
-            winners += 1;
-        } else {
-            assert_eq!(reason, "stale");
-        }
-    }
-    assert_eq!(winners, 1, "exactly one of 1,000 concurrent valid proofs wins");
+    let answers: Vec<Value> = join_all(tasks).await.into_iter().map(|r| r.expect("task")).collect();
+    assert_eq!(answers.len(), WS + HTTP);
+    assert_one_winner(&answers);
     let chain = server.chain().await;
     assert_eq!(chain.len(), 2);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use pool_server::Config;
 use pool_server::serve::Limits;
-use protocol::{Difficulty, to_python_json};
+use protocol::Difficulty;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -161,11 +161,7 @@ impl Drop for Server {
     }
 }
 
-/// Returns the first proof `>= start` valid for `block` (any JSON value) at `difficulty`.
-pub fn mine(block: &Value, difficulty: Difficulty, start: u64) -> u64 {
-    let s = to_python_json(block);
-    (start..).find(|p| difficulty.is_valid_proof(&s, *p)).expect("a proof exists")
-}
+pub use test_support::mine;
 
 /// A test WebSocket client.
 pub struct Ws {

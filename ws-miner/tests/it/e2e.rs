@@ -2,17 +2,9 @@
 //! throw-away SQLite data dir.
 
 use crate::support::*;
-use serde_json::Value;
+use protocol::Difficulty;
+use test_support::{assert_valid_chain, rewarded};
 use ws_miner::{Event, Outcome};
-
-fn winner(block: &Value) -> Option<&str> {
-    block["transactions"]
-        .as_array()?
-        .iter()
-        .rev()
-        .find(|t| t["sender"] == "0")
-        .and_then(|t| t["recipient"].as_str())
-}
 
 #[tokio::test]
 async fn once_wins_a_block_on_the_real_server() {
@@ -31,7 +23,7 @@ async fn once_wins_a_block_on_the_real_server() {
     let chain = pool.chain().await;
     assert_eq!(chain.len(), 2);
     assert_eq!(chain[1]["proof"], proof);
-    assert_eq!(winner(&chain[1]), Some("alice"));
+    assert_eq!(rewarded(&chain[1]), "alice");
     pool.stop().await;
 }
 
@@ -70,9 +62,10 @@ async fn two_miners_race_and_every_block_has_one_winner() {
     println!("alice: {a:?}\nbob:   {b:?}");
     let chain = pool.chain().await;
     pool.stop().await;
+    assert_valid_chain(&chain, Difficulty::new(EASY).expect("in range"));
     let mut wins = std::collections::HashMap::new();
     for block in &chain[1..] {
-        *wins.entry(winner(block).expect("a reward").to_owned()).or_insert(0u64) += 1;
+        *wins.entry(rewarded(block).to_owned()).or_insert(0u64) += 1;
     }
     // Each miner counted every win it was told about; a proof still in flight when it was
     // stopped may have won without the miner hearing of it (at most one each).

@@ -1,5 +1,6 @@
 //! `ws-miner watch` and `scripts/watch` against a real pool-server: one line per pushed block
-//! (ids printed without terminal escapes), `--json` frames, a reconnect after the server
+//! (a non-ASCII id as it is; escapes in ids are tested in `watcher`'s unit tests, since
+//! pool-server refuses such ids), `--json` frames, a reconnect after the server
 //! restarts (the block already printed is not printed again), `wss://` with `--ca` (and one
 //! clear line without it), and exit 130 on Ctrl-C.
 
@@ -9,7 +10,10 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::support::{Pool, solves, within};
+use protocol::Difficulty;
+use test_support::mine;
+
+use crate::support::{Pool, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ws-miner");
 const ZEROS: u64 = 2;
@@ -60,7 +64,7 @@ async fn forge(pool: &Pool, id: &str) -> Value {
     .await
     .expect("GET /last_block");
     let block = &last["last_block"];
-    let proof = (0u64..).find(|p| solves(block, ZEROS, &json!(p))).expect("a proof");
+    let proof = mine(block, Difficulty::new(ZEROS).expect("in range"), 0);
     let answer: Value = within("POST /mine", async {
         let body = json!({ "proof": proof, "id": id });
         client.post(format!("http://{}/mine", pool.addr)).json(&body).send().await?.json().await
