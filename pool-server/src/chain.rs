@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 
 use protocol::block::MAX_BLOCK_BYTES;
+use protocol::share::leading_zero_bits;
 use protocol::{
     Block, Difficulty, ProofChecker, ProofSubmission, RejectReason, Transaction, to_python_json,
 };
@@ -68,6 +69,26 @@ pub enum Judgement {
         reason: RejectReason,
         /// A sentence for the miner.
         message: String,
+    },
+}
+
+/// What a proof that won no block is worth as a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareJudgement {
+    /// It meets the target for the last block, whose index this is.
+    Share {
+        /// The block it was found on.
+        block: u64,
+    },
+    /// It meets the target for an earlier block, already won.
+    Stale {
+        /// The block it was found on.
+        block: u64,
+    },
+    /// It does not meet the target (its digest's leading zero bits, when its block is recent).
+    Invalid {
+        /// The leading zero bits it has.
+        zero_bits: Option<u32>,
     },
 }
 
@@ -243,6 +264,25 @@ impl Chain {
         let oldest = self.recent.front()?.0;
         let (i, checker) = self.recent.get(usize::try_from(index.checked_sub(oldest)?).ok()?)?;
         (*i == index).then_some(checker)
+    }
+
+    /// Judges, as a share at `bits`, a proof that did not win a block: a share for the last
+    /// block, or for the recent block it names in `index` (stale), or invalid (below `bits`, or
+    /// for no recent block). A proof without `index` is judged against the last block only.
+    pub fn judge_share(&self, sub: &ProofSubmission, bits: u8) -> ShareJudgement {
+        let last = self.last().index;
+        let block = sub.index.unwrap_or(last);
+        let Some(checker) = self.checker_of(block) else {
+            return ShareJudgement::Invalid { zero_bits: None };
+        };
+        let zero_bits = leading_zero_bits(&checker.digest(sub.proof));
+        if zero_bits < u32::from(bits) {
+            ShareJudgement::Invalid { zero_bits: Some(zero_bits) }
+        } else if block == last {
+            ShareJudgement::Share { block }
+        } else {
+            ShareJudgement::Stale { block }
+        }
     }
 
     /// Judges `sub` against the chain at `difficulty`. `now` (seconds since the epoch) only

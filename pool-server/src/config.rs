@@ -14,7 +14,14 @@ use crate::serve::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
     DEFAULT_TRANSACTION_RATE, Limits,
 };
+use crate::shares::{DEFAULT_MIN_BITS, DEFAULT_SHARE_INTERVAL, DEFAULT_START_BITS, ShareSettings};
 use crate::tls::TlsFiles;
+use protocol::share::{MAX_SHARE_BITS, MIN_SHARE_BITS};
+
+/// The shortest `--share-interval-ms`: ten shares a second per connection at most.
+pub const MIN_SHARE_INTERVAL_MS: u64 = 100;
+/// The longest `--share-interval-ms`: one share a minute.
+pub const MAX_SHARE_INTERVAL_MS: u64 = 60_000;
 
 /// The default address to listen on: loopback only, so a fresh checkout is not exposed.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -66,6 +73,16 @@ pub struct Cli {
     /// Transactions per second one address may send (`POST /transactions/new`), likewise.
     #[arg(long, default_value_t = DEFAULT_TRANSACTION_RATE)]
     pub transaction_rate: u32,
+    /// The share rate vardiff steers each opted-in WebSocket connection toward: one share per
+    /// this many milliseconds.
+    #[arg(long, default_value_t = DEFAULT_SHARE_INTERVAL.as_millis() as u64, value_name = "MS")]
+    pub share_interval_ms: u64,
+    /// The share target a connection starts at, in leading zero bits (below the block's).
+    #[arg(long, default_value_t = DEFAULT_START_BITS)]
+    pub share_start_bits: u8,
+    /// The easiest share target vardiff may set, in leading zero bits.
+    #[arg(long, default_value_t = DEFAULT_MIN_BITS)]
+    pub share_min_bits: u8,
     /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -124,6 +141,14 @@ pub enum ConfigError {
     /// `--database` is not a PostgreSQL URL.
     #[error("--database must be a PostgreSQL URL such as postgres://USER@HOST:PORT/DB")]
     Database,
+    /// `--share-interval-ms` is out of range.
+    #[error(
+        "--share-interval-ms must be between {MIN_SHARE_INTERVAL_MS} and {MAX_SHARE_INTERVAL_MS}, got {0}"
+    )]
+    ShareInterval(u64),
+    /// A share target is out of range.
+    #[error("{0} must be between {MIN_SHARE_BITS} and {MAX_SHARE_BITS}, got {1}")]
+    ShareBits(&'static str, u8),
     /// A limit of zero would refuse every client.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
@@ -155,6 +180,17 @@ impl Cli {
         if self.transaction_rate == 0 {
             return Err(ConfigError::Zero("--transaction-rate"));
         }
+        if !(MIN_SHARE_INTERVAL_MS..=MAX_SHARE_INTERVAL_MS).contains(&self.share_interval_ms) {
+            return Err(ConfigError::ShareInterval(self.share_interval_ms));
+        }
+        for (flag, bits) in [
+            ("--share-start-bits", self.share_start_bits),
+            ("--share-min-bits", self.share_min_bits),
+        ] {
+            if !(MIN_SHARE_BITS..=MAX_SHARE_BITS).contains(&bits) {
+                return Err(ConfigError::ShareBits(flag, bits));
+            }
+        }
         let database = match self.database {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Some(DatabaseUrl(url))
@@ -173,6 +209,11 @@ impl Cli {
                 header_read_timeout: Duration::from_secs(self.header_timeout),
                 proof_rate: self.proof_rate,
                 transaction_rate: self.transaction_rate,
+                shares: ShareSettings {
+                    interval: Duration::from_millis(self.share_interval_ms),
+                    start_bits: self.share_start_bits,
+                    min_bits: self.share_min_bits,
+                },
             },
             tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         })

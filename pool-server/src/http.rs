@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::error::{AppError, JsonBody};
 use crate::ledger::Outcome;
 use crate::state::AppState;
+use crate::state::WORKER_WINDOW;
 
 /// `GET /last_block`: the block to mine on and the difficulty.
 pub async fn last_block(State(state): State<AppState>) -> Json<Value> {
@@ -36,12 +37,22 @@ pub async fn mine(
     state.allow_proof(peer.ip())?;
     let sub =
         ProofSubmission::from_value(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    Ok(Json(match state.submit(sub).await? {
+    Ok(Json(match state.submit(sub, None).await? {
         Outcome::Accepted(block) => json!({ "message": FORGED, "block": block }),
         Outcome::Rejected { reason, message, index } => {
             json!({ "message": message, "reason": reason, "index": index })
         }
+        // Not asked for: HTTP submissions are judged as blocks only.
+        Outcome::Share { message, index, .. } => json!({ "message": message, "index": index }),
     }))
+}
+
+/// `GET /workers`: each miner's share figures over the last [`WORKER_WINDOW`]
+/// (`crate::state::WORKER_WINDOW`), most work first, at most
+/// [`MAX_WORKERS`](crate::state::MAX_WORKERS).
+pub async fn workers(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let workers = state.workers().await?;
+    Ok(Json(json!({ "window": WORKER_WINDOW.as_secs(), "workers": workers })))
 }
 
 /// The most blocks one page of `GET /chain?from=&limit=` holds (and its default size).

@@ -7,11 +7,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use protocol::share::ShareReject;
 use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
 
 use crate::balances::{BalanceLimitError, Balances};
-use crate::chain::{BlockFullError, Chain, Judgement};
-use crate::storage::{Forged, MAX_CHANGED_BLOCKS, Queued, Storage, Unavailable};
+use crate::chain::{BlockFullError, Chain, Judgement, ShareJudgement};
+use crate::storage::{
+    Forged, MAX_CHANGED_BLOCKS, Queued, ShareRow, ShareStored, Storage, Unavailable, WorkerRow,
+};
 
 /// Why a transaction was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +32,19 @@ pub enum Refusal {
 pub enum Outcome {
     /// The proof won: this block is now committed as the chain's last block.
     Accepted(Block),
+    /// The proof won no block and was judged as a share (the connection asked for shares).
+    Share {
+        /// Whether it was counted.
+        accepted: bool,
+        /// Why not, when not.
+        reason: Option<ShareReject>,
+        /// A sentence for the miner.
+        message: String,
+        /// The chain's last index.
+        index: u64,
+        /// The target it was judged at.
+        bits: u8,
+    },
     /// The proof lost.
     Rejected {
         /// Stale or invalid.
@@ -123,10 +139,117 @@ impl Ledger {
     }
 
     /// Judges a proof and, when it wins, forges the next block and commits it before returning.
+    /// With `share_bits` (the connection opted in to shares), a proof that wins no block and
+    /// is not valid for an earlier one at the block difficulty is judged as a share at that
+    /// target; an accepted share is stored before this returns.
     ///
     /// # Errors
     /// When the database fails; then the chain is unchanged.
-    pub fn submit(&mut self, sub: &ProofSubmission) -> anyhow::Result<Outcome> {
+    pub fn submit(
+        &mut self,
+        sub: &ProofSubmission,
+        share_bits: Option<u8>,
+    ) -> anyhow::Result<Outcome> {
+        let outcome = self.submit_block(sub)?;
+        match (share_bits, &outcome) {
+            (Some(bits), Outcome::Rejected { reason: RejectReason::Invalid, .. }) => {
+                self.submit_share(sub, bits)
+            }
+            (Some(bits), Outcome::Accepted(block)) => {
+                // A block is a share too: its work counts toward the miner's hashrate.
+                let row = ShareRow {
+                    block: block.index - 1,
+                    proof: sub.proof,
+                    id: sub.id.clone(),
+                    bits,
+                    ts: block.timestamp,
+                };
+                if let Err(e) = self.store.add_share(&row, block.index) {
+                    tracing::warn!(error = format!("{e:#}"), "could not count a block as a share");
+                }
+                Ok(outcome)
+            }
+            _ => Ok(outcome),
+        }
+    }
+
+    fn submit_share(&mut self, sub: &ProofSubmission, bits: u8) -> anyhow::Result<Outcome> {
+        let now = now();
+        let share = |accepted: bool, reason: Option<ShareReject>, message: String, index: u64| {
+            Outcome::Share { accepted, reason, message, index, bits }
+        };
+        let refused = match self.chain.judge_share(sub, bits) {
+            ShareJudgement::Share { block } => {
+                let row = ShareRow { block, proof: sub.proof, id: sub.id.clone(), bits, ts: now };
+                match self.store.add_share(&row, block)? {
+                    ShareStored::Stored => {
+                        return Ok(share(
+                            true,
+                            None,
+                            format!("share accepted ({bits} bits)"),
+                            block,
+                        ));
+                    }
+                    ShareStored::Duplicate => (
+                        ShareReject::Duplicate,
+                        format!(
+                            "proof {} was already counted as a share for block #{}",
+                            sub.proof,
+                            block + 1
+                        ),
+                    ),
+                    ShareStored::Behind => {
+                        self.catch_up()?;
+                        (
+                            ShareReject::Stale,
+                            format!(
+                                "block #{} was already won; mine on block #{}",
+                                block + 1,
+                                self.chain.last().index + 1
+                            ),
+                        )
+                    }
+                }
+            }
+            ShareJudgement::Stale { block } => (
+                ShareReject::Stale,
+                format!(
+                    "block #{} was already won (this share is for block {block}); mine on \
+                     block #{}",
+                    block + 1,
+                    self.chain.last().index + 1
+                ),
+            ),
+            ShareJudgement::Invalid { zero_bits } => (
+                ShareReject::Invalid,
+                match zero_bits {
+                    Some(z) => format!(
+                        "proof {} meets neither the block's difficulty ({} hex zeroes) nor the \
+                         share target ({bits} zero bits): its hash has {z}",
+                        sub.proof, self.difficulty
+                    ),
+                    None => format!(
+                        "proof {} is for no recent block; the last block is {}",
+                        sub.proof,
+                        self.chain.last().index
+                    ),
+                },
+            ),
+        };
+        let (reason, message) = refused;
+        self.store.count_refused(&sub.id, reason)?;
+        Ok(share(false, Some(reason), message, self.chain.last().index))
+    }
+
+    /// Returns up to `limit` miners with shares since `since`, most work first.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>> {
+        self.store.workers(since, limit)
+    }
+
+    fn submit_block(&mut self, sub: &ProofSubmission) -> anyhow::Result<Outcome> {
         let now = now();
         for attempt in 0..=MAX_RETRIES {
             let judgement = self.chain.judge(sub, self.difficulty, now);

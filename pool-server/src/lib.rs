@@ -36,6 +36,7 @@ pub mod pg;
 pub mod rate;
 pub mod scoreboard;
 pub mod serve;
+pub mod shares;
 pub mod state;
 pub mod storage;
 pub mod store;
@@ -79,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         .route("/dashboard.css", get(dashboard::css))
         .route("/dashboard.js", get(dashboard::js))
         .route("/balances", get(dashboard::balances))
+        .route("/workers", get(http::workers))
         .route("/balance/{id}", get(dashboard::balance))
         .route("/metrics", get(dashboard::metrics))
         .fallback(http::not_found)

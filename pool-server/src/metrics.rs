@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use protocol::RejectReason;
+use protocol::share::ShareReject;
 
 /// The content type of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -27,6 +28,10 @@ pub struct Metrics {
     proofs_stale: AtomicU64,
     proofs_invalid: AtomicU64,
     blocks_forged: AtomicU64,
+    shares_accepted: AtomicU64,
+    shares_stale: AtomicU64,
+    shares_invalid: AtomicU64,
+    shares_duplicate: AtomicU64,
     fanout: Histogram,
     /// `(frontend, storage)`: this server's address and `sqlite` or `postgres`.
     identity: std::sync::OnceLock<(String, &'static str)>,
@@ -52,6 +57,17 @@ impl Metrics {
             _ => &self.proofs_invalid,
         }
         .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a proof judged as a share.
+    pub fn share(&self, accepted: bool, reason: Option<ShareReject>) {
+        let counter = match (accepted, reason) {
+            (true, _) => &self.shares_accepted,
+            (false, Some(ShareReject::Stale)) => &self.shares_stale,
+            (false, Some(ShareReject::Duplicate)) => &self.shares_duplicate,
+            (false, _) => &self.shares_invalid,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long after its publication a new block was handed to one connection.
@@ -98,6 +114,20 @@ impl Metrics {
             ("invalid", &self.proofs_invalid),
         ] {
             let _ = writeln!(out, "pool_proofs_total{{result=\"{result}\"}} {}", load(counter));
+        }
+        metric(
+            &mut out,
+            "pool_shares_total",
+            "counter",
+            "Proofs judged as shares by this server since it started, by result.",
+        );
+        for (result, counter) in [
+            ("accepted", &self.shares_accepted),
+            ("stale", &self.shares_stale),
+            ("invalid", &self.shares_invalid),
+            ("duplicate", &self.shares_duplicate),
+        ] {
+            let _ = writeln!(out, "pool_shares_total{{result=\"{result}\"}} {}", load(counter));
         }
         metric(&mut out, "pool_difficulty", "gauge", "Leading hex zeroes a proof needs.");
         let _ = writeln!(out, "pool_difficulty {}", gauges.difficulty);

@@ -27,12 +27,14 @@ use anyhow::Context;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
+use protocol::share::{ShareReject, share_work};
 use protocol::{Block, Difficulty, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::storage::{
-    Changes, CheckPending, Forged, Loaded, MAX_CHANGED_BLOCKS, MakeBlock, Queued, Storage,
-    StoredBlock, Unavailable, decode_block,
+    Changes, CheckPending, Forged, Loaded, MAX_CHANGED_BLOCKS, MakeBlock, Queued,
+    SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, StoredBlock, Unavailable, WorkerRow,
+    decode_block, proof_to_i64,
 };
 
 /// The channel new blocks are announced on; the payload is the new height.
@@ -76,7 +78,31 @@ pub const MIGRATIONS: &[&str] = &[
          height     bigint  NOT NULL,
          difficulty integer NOT NULL
      );",
+    // 2: shares (issue 12) and each miner's share counts.
+    "CREATE TABLE pool_shares (
+         seq   bigserial PRIMARY KEY,
+         block bigint  NOT NULL,
+         proof bigint  NOT NULL,
+         id    text    NOT NULL,
+         bits  integer NOT NULL,
+         work  double precision NOT NULL,
+         ts    double precision NOT NULL,
+         UNIQUE (block, proof)
+     );
+     CREATE INDEX pool_shares_ts ON pool_shares (ts);
+     CREATE INDEX pool_shares_id_ts ON pool_shares (id, ts);
+     CREATE TABLE pool_workers (
+         id          text   PRIMARY KEY,
+         shares      bigint NOT NULL,
+         stale       bigint NOT NULL,
+         invalid     bigint NOT NULL,
+         first_share double precision NOT NULL,
+         last_share  double precision NOT NULL
+     );",
 ];
+
+/// Shares stored between two removals of expired ones.
+const PRUNE_EVERY: i64 = 1024;
 
 /// The layout version this server writes.
 pub fn schema_version() -> i32 {
@@ -492,6 +518,95 @@ impl Storage for PgStore {
             Ok(Queued::Stored)
         })
     }
+
+    fn add_share(&mut self, share: &ShareRow, tip: u64) -> anyhow::Result<ShareStored> {
+        let block = to_i64(share.block, "block index")?;
+        let tip = to_i64(tip, "height")?;
+        let bits = i32::from(share.bits);
+        self.run("storing a share", |client, committing| {
+            let mut tx = client.transaction()?;
+            // Shares go in side by side; a forge waits for them (and they for it).
+            let height: i64 =
+                tx.query_one("SELECT height FROM pool_head FOR SHARE", &[])?.try_get(0)?;
+            if height != tip {
+                return Ok(ShareStored::Behind);
+            }
+            let row = tx.query_opt(
+                "INSERT INTO pool_shares (block, proof, id, bits, work, ts) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (block, proof) DO NOTHING \
+                 RETURNING seq",
+                &[
+                    &block,
+                    &proof_to_i64(share.proof),
+                    &share.id,
+                    &bits,
+                    &share_work(share.bits),
+                    &share.ts,
+                ],
+            )?;
+            let Some(row) = row else { return Ok(ShareStored::Duplicate) };
+            let seq: i64 = row.try_get(0)?;
+            tx.execute(
+                "INSERT INTO pool_workers (id, shares, stale, invalid, first_share, last_share) \
+                 VALUES ($1, 1, 0, 0, $2, $2) ON CONFLICT (id) DO UPDATE \
+                 SET shares = pool_workers.shares + 1, \
+                     last_share = GREATEST(pool_workers.last_share, excluded.last_share)",
+                &[&share.id, &share.ts],
+            )?;
+            if seq % PRUNE_EVERY == 0 {
+                tx.execute(
+                    "DELETE FROM pool_shares WHERE ts < $1",
+                    &[&(share.ts - SHARE_RETENTION_SECONDS)],
+                )?;
+            }
+            *committing = true;
+            tx.commit()?;
+            Ok(ShareStored::Stored)
+        })
+    }
+
+    fn count_refused(&mut self, id: &str, reason: ShareReject) -> anyhow::Result<()> {
+        let sql = if reason == ShareReject::Stale {
+            "UPDATE pool_workers SET stale = stale + 1 WHERE id = $1"
+        } else {
+            "UPDATE pool_workers SET invalid = invalid + 1 WHERE id = $1"
+        };
+        self.run("counting a refused share", |client, _| {
+            client.execute(sql, &[&id])?;
+            Ok(())
+        })
+    }
+
+    fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("reading the workers", |client, _| {
+            let rows = client.query(
+                "SELECT w.id, w.shares, w.stale, w.invalid, w.first_share, w.last_share, \
+                        COALESCE((SELECT SUM(s.work) FROM pool_shares s \
+                                  WHERE s.id = w.id AND s.ts > $1), 0) AS work \
+                 FROM pool_workers w WHERE w.last_share > $1 \
+                 ORDER BY work DESC, w.id LIMIT $2",
+                &[&since, &limit],
+            )?;
+            let mut workers = Vec::with_capacity(rows.len());
+            for r in rows {
+                workers.push(WorkerRow {
+                    id: r.try_get(0)?,
+                    shares: to_u64(r.try_get(1)?),
+                    stale: to_u64(r.try_get(2)?),
+                    invalid: to_u64(r.try_get(3)?),
+                    first_share: r.try_get(4)?,
+                    last_share: r.try_get(5)?,
+                    work: r.try_get(6)?,
+                });
+            }
+            Ok(workers)
+        })
+    }
+}
+
+fn to_u64(n: i64) -> u64 {
+    n.max(0).unsigned_abs()
 }
 
 /// Starts the thread that listens for new blocks on [`CHANNEL`] and calls `catch_up` on every

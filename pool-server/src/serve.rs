@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::shares::ShareSettings;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -75,6 +76,8 @@ pub struct Limits {
     pub proof_rate: u32,
     /// Transactions per second allowed from one address, likewise.
     pub transaction_rate: u32,
+    /// Share targets of the connections that opt in to shares.
+    pub shares: ShareSettings,
 }
 
 impl Default for Limits {
@@ -85,6 +88,7 @@ impl Default for Limits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             proof_rate: DEFAULT_PROOF_RATE,
             transaction_rate: DEFAULT_TRANSACTION_RATE,
+            shares: ShareSettings::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::metrics::{Gauges, Metrics};
 use crate::rate::RateLimiter;
 use crate::scoreboard::Scoreboard;
 use crate::serve::{BURST_SECONDS, Limits};
+use crate::shares::ShareSettings;
 
 /// The chain's newest block, ready to send.
 #[derive(Debug)]
@@ -69,6 +70,7 @@ struct Shared {
     proof_rate: RateLimiter,
     /// Transactions per address.
     transaction_rate: RateLimiter,
+    shares: ShareSettings,
 }
 
 impl AppState {
@@ -98,8 +100,14 @@ impl AppState {
             started: Instant::now(),
             proof_rate: limiter(limits.proof_rate),
             transaction_rate: limiter(limits.transaction_rate),
+            shares: limits.shares,
         };
         AppState { inner: Arc::new(inner) }
+    }
+
+    /// Returns the share settings of opted-in connections.
+    pub fn share_settings(&self) -> ShareSettings {
+        self.inner.shares
     }
 
     /// Returns the difficulty new proofs need.
@@ -225,9 +233,13 @@ impl AppState {
     ///
     /// # Errors
     /// Only internal ones (the database failed), or a 503 when it is unavailable.
-    pub async fn submit(&self, sub: ProofSubmission) -> Result<Outcome, AppError> {
+    pub async fn submit(
+        &self,
+        sub: ProofSubmission,
+        share_bits: Option<u8>,
+    ) -> Result<Outcome, AppError> {
         self.with_ledger(move |state, ledger| {
-            let outcome = ledger.submit(&sub)?;
+            let outcome = ledger.submit(&sub, share_bits)?;
             match &outcome {
                 Outcome::Accepted(block) => {
                     tracing::info!(index = block.index, winner = %sub.id, proof = sub.proof, "block forged");
@@ -237,10 +249,46 @@ impl AppState {
                     tracing::debug!(id = %sub.id, proof = sub.proof, reason = reason.as_str(), %message, "proof rejected");
                     state.metrics().rejected(*reason);
                 }
+                Outcome::Share { accepted, reason, .. } => {
+                    state.metrics().share(*accepted, *reason);
+                }
             }
             Ok(outcome)
         })
         .await
+    }
+
+    /// Returns the miners with shares in the last [`WORKER_WINDOW`], most work first (at most
+    /// [`MAX_WORKERS`]), with their hashrate estimated from that work.
+    ///
+    /// # Errors
+    /// When the database fails.
+    pub async fn workers(&self) -> Result<Vec<Worker>, AppError> {
+        let rows = self
+            .with_ledger(move |_, ledger| {
+                let now = ledger::now();
+                let rows = ledger.workers(now - WORKER_WINDOW.as_secs_f64(), MAX_WORKERS)?;
+                Ok((rows, now))
+            })
+            .await?;
+        let (rows, now) = rows;
+        Ok(rows
+            .into_iter()
+            .map(|w| {
+                // Over the window, or since the miner's first share when that is shorter.
+                let span = (now - w.first_share)
+                    .clamp(MIN_HASHRATE_SPAN.as_secs_f64(), WORKER_WINDOW.as_secs_f64());
+                Worker {
+                    coins: self.coins(&w.id),
+                    hashrate: w.work / span,
+                    id: w.id,
+                    shares: w.shares,
+                    stale: w.stale,
+                    invalid: w.invalid,
+                    last_share: w.last_share,
+                }
+            })
+            .collect())
     }
 
     /// Brings the chain up to the shared database (blocks other frontends stored) and
@@ -287,6 +335,35 @@ impl AppState {
     pub fn chain_json(&self) -> Snapshot {
         self.inner.chain_json.snapshot()
     }
+}
+
+/// The window a miner's hashrate is estimated over, from the work its accepted shares stand
+/// for (Σ 2^bits): `hashrate = work in the window / the window` (or / the time since its first
+/// share, when that is shorter, but at least [`MIN_HASHRATE_SPAN`]).
+pub const WORKER_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+/// The shortest span a hashrate is averaged over, so a miner's first share does not read as a
+/// burst.
+pub const MIN_HASHRATE_SPAN: std::time::Duration = std::time::Duration::from_secs(10);
+/// The most miners `GET /workers` lists (those with the most work in the window).
+pub const MAX_WORKERS: usize = 100;
+
+/// One miner's share figures, as `GET /workers` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Worker {
+    /// The id.
+    pub id: String,
+    /// Estimated hashes per second (see [`WORKER_WINDOW`]).
+    pub hashrate: f64,
+    /// Shares accepted, ever.
+    pub shares: u64,
+    /// Shares refused as stale, ever.
+    pub stale: u64,
+    /// Shares refused as invalid or duplicate, ever.
+    pub invalid: u64,
+    /// When its last share was accepted (seconds since the Unix epoch).
+    pub last_share: f64,
+    /// Its coins on the chain.
+    pub coins: i64,
 }
 
 fn limited(limiter: &RateLimiter, ip: IpAddr, what: &str) -> Result<(), AppError> {

@@ -12,6 +12,8 @@
 use anyhow::Context;
 use protocol::{Block, Difficulty, Transaction};
 
+use protocol::share::ShareReject;
+
 use crate::ledger::Refusal;
 
 /// A block as stored: the block, the hash recorded when it was appended, and the difficulty its
@@ -94,6 +96,60 @@ pub enum Queued {
     Behind,
 }
 
+/// An accepted share, as stored: the block it extends (the chain's last block when it was
+/// judged), its proof, the miner's id, the target it met and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareRow {
+    /// The index of the block the share's proof was found on.
+    pub block: u64,
+    /// The proof.
+    pub proof: u64,
+    /// The miner's id (as `MinerId` trimmed it).
+    pub id: String,
+    /// The share target it met, in leading zero bits.
+    pub bits: u8,
+    /// When it was accepted, seconds since the Unix epoch.
+    pub ts: f64,
+}
+
+/// What became of a share to store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareStored {
+    /// Stored, and counted for its id.
+    Stored,
+    /// The same proof was already stored for that block: nothing was written.
+    Duplicate,
+    /// The chain moved past the share's block: nothing was written (the share is stale).
+    Behind,
+}
+
+/// One miner's share figures, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    /// The id.
+    pub id: String,
+    /// Shares accepted, ever.
+    pub shares: u64,
+    /// Shares refused as stale, ever (counted once the id has an accepted share).
+    pub stale: u64,
+    /// Shares refused as invalid or duplicate, ever (likewise).
+    pub invalid: u64,
+    /// When its first share was accepted (seconds since the Unix epoch).
+    pub first_share: f64,
+    /// When its last share was accepted.
+    pub last_share: f64,
+    /// The hashes its shares accepted since the window's start stand for: Σ 2^bits.
+    pub work: f64,
+}
+
+/// How long accepted shares are kept (for the hashrate window); older ones are removed.
+pub const SHARE_RETENTION_SECONDS: f64 = 3600.0;
+
+/// Returns `proof` as the signed 64-bit integer both databases store (the same bits).
+pub fn proof_to_i64(proof: u64) -> i64 {
+    i64::from_ne_bytes(proof.to_ne_bytes())
+}
+
 /// Builds the next block from the pending transactions it will take (see [`Storage`] for
 /// `None`).
 pub type MakeBlock<'a> = dyn FnMut(Option<&[Transaction]>) -> Block + 'a;
@@ -162,4 +218,26 @@ pub trait Storage: Send + std::fmt::Debug {
         t: &Transaction,
         check: &mut CheckPending<'_>,
     ) -> anyhow::Result<Queued>;
+
+    /// Stores an accepted share if the stored chain still ends at block `tip` (`share.block`,
+    /// or the block the share's proof just forged) and the same proof was not stored for that
+    /// block, and counts it for its id.
+    ///
+    /// # Errors
+    /// When the database fails ([`Unavailable`] when it cannot be reached).
+    fn add_share(&mut self, share: &ShareRow, tip: u64) -> anyhow::Result<ShareStored>;
+
+    /// Counts a refused share for `id`, if `id` has a worker row (an accepted share) already,
+    /// so refusals cannot create rows.
+    ///
+    /// # Errors
+    /// When the database fails.
+    fn count_refused(&mut self, id: &str, reason: ShareReject) -> anyhow::Result<()>;
+
+    /// Returns at most `limit` workers whose last share is after `since`, with the work of
+    /// their shares after `since`, most work first.
+    ///
+    /// # Errors
+    /// When the database fails.
+    fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>>;
 }

@@ -15,13 +15,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use protocol::share::{ShareReject, share_work};
 use protocol::{Block, Difficulty, Transaction};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::lockfile::{DirLock, is_permission};
 pub use crate::storage::StoredBlock;
 use crate::storage::{
-    Changes, CheckPending, Forged, Loaded, MakeBlock, Queued, Storage, decode_block,
+    Changes, CheckPending, Forged, Loaded, MakeBlock, Queued, SHARE_RETENTION_SECONDS, ShareRow,
+    ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
 };
 
 /// The database file's name inside `--data-dir`.
@@ -272,6 +274,7 @@ impl Store {
         let path = self.path.clone();
         (|| -> rusqlite::Result<()> {
             self.conn.pragma_update(None, "synchronous", "FULL")?;
+            self.conn.execute_batch(SHARES_SCHEMA)?;
             self.conn.execute("UPDATE meta SET value = 0 WHERE key = 'clean'", [])?;
             let busy: i64 =
                 self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
@@ -372,6 +375,31 @@ impl Store {
     }
 }
 
+/// The share tables (issue 12), added to any database at open: an older server ignores them.
+const SHARES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS shares (
+                                 seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+                                 block INTEGER NOT NULL,
+                                 proof INTEGER NOT NULL,
+                                 id    TEXT    NOT NULL,
+                                 bits  INTEGER NOT NULL,
+                                 work  REAL    NOT NULL,
+                                 ts    REAL    NOT NULL,
+                                 UNIQUE (block, proof)
+                             );
+                             CREATE INDEX IF NOT EXISTS shares_ts ON shares (ts);
+                             CREATE INDEX IF NOT EXISTS shares_id_ts ON shares (id, ts);
+                             CREATE TABLE IF NOT EXISTS workers (
+                                 id          TEXT    PRIMARY KEY,
+                                 shares      INTEGER NOT NULL,
+                                 stale       INTEGER NOT NULL,
+                                 invalid     INTEGER NOT NULL,
+                                 first_share REAL    NOT NULL,
+                                 last_share  REAL    NOT NULL
+                             );";
+
+/// Shares stored between two removals of expired ones.
+const PRUNE_EVERY: i64 = 1024;
+
 impl Storage for Store {
     fn describe(&self) -> String {
         self.path.display().to_string()
@@ -413,6 +441,67 @@ impl Storage for Store {
         }
         Store::add_pending(self, t).context("storing a pending transaction")?;
         Ok(Queued::Stored)
+    }
+
+    fn add_share(&mut self, share: &ShareRow, _tip: u64) -> anyhow::Result<ShareStored> {
+        // The only writer: the chain ends where the caller says.
+        let block = i64::try_from(share.block).context("block index beyond SQLite's range")?;
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO shares (block, proof, id, bits, work, ts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                block,
+                proof_to_i64(share.proof),
+                share.id,
+                share.bits,
+                share_work(share.bits),
+                share.ts
+            ],
+        )?;
+        if inserted == 0 {
+            return Ok(ShareStored::Duplicate);
+        }
+        tx.execute(
+            "INSERT INTO workers (id, shares, stale, invalid, first_share, last_share) \
+             VALUES (?1, 1, 0, 0, ?2, ?2) \
+             ON CONFLICT (id) DO UPDATE SET shares = shares + 1, last_share = excluded.last_share",
+            params![share.id, share.ts],
+        )?;
+        if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
+            tx.execute("DELETE FROM shares WHERE ts < ?1", [share.ts - SHARE_RETENTION_SECONDS])?;
+        }
+        tx.commit().context("storing a share")?;
+        Ok(ShareStored::Stored)
+    }
+
+    fn count_refused(&mut self, id: &str, reason: ShareReject) -> anyhow::Result<()> {
+        let column = if reason == ShareReject::Stale { "stale" } else { "invalid" };
+        self.conn
+            .execute(&format!("UPDATE workers SET {column} = {column} + 1 WHERE id = ?1"), [id])
+            .context("counting a refused share")?;
+        Ok(())
+    }
+
+    fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT w.id, w.shares, w.stale, w.invalid, w.first_share, w.last_share, \
+                    COALESCE((SELECT SUM(s.work) FROM shares s WHERE s.id = w.id AND s.ts > ?1), 0) AS work \
+             FROM workers w WHERE w.last_share > ?1 ORDER BY work DESC, w.id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since, limit], |r| {
+            Ok(WorkerRow {
+                id: r.get(0)?,
+                shares: r.get::<_, i64>(1)?.max(0).unsigned_abs(),
+                stale: r.get::<_, i64>(2)?.max(0).unsigned_abs(),
+                invalid: r.get::<_, i64>(3)?.max(0).unsigned_abs(),
+                first_share: r.get(4)?,
+                last_share: r.get(5)?,
+                work: r.get(6)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>().context("reading the workers")
     }
 }
 

@@ -13,7 +13,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -22,13 +22,15 @@ use axum::response::Response;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use protocol::message::FORGED;
+use protocol::share::ShareReject;
 use protocol::{ClientMessage, ServerMessage};
 use tokio::sync::{mpsc, watch};
 use tokio::time::error::Elapsed;
-use tokio::time::{MissedTickBehavior, interval_at, timeout};
+use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 
 use crate::error::AppError;
 use crate::ledger::Outcome;
+use crate::shares::ShareConn;
 use crate::state::{AppState, Latest};
 
 /// The largest text frame the server reads; a bigger one gets an `error` frame and the
@@ -194,7 +196,26 @@ async fn read_loop(
     missed: Arc<AtomicU32>,
     peer: SocketAddr,
 ) -> &'static str {
-    while let Some(frame) = stream.next().await {
+    // Set once the client opts in to shares; the tick lets vardiff lower a slow miner's target.
+    let mut shares: Option<ShareConn> = None;
+    let mut tick = interval(state.share_settings().interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+            _ = tick.tick(), if shares.is_some() => {
+                let changed = shares.as_mut().and_then(|c| c.vardiff.on_tick(Instant::now()));
+                if let Some(bits) = changed
+                    && !matches!(timeout(SEND_TIMEOUT, replies.send(share_target(bits))).await, Ok(Ok(())))
+                {
+                    return "client not reading its replies";
+                }
+                continue;
+            }
+        };
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
@@ -211,18 +232,25 @@ async fn read_loop(
             }
         };
         missed.store(0, Ordering::Relaxed);
-        let reply = match frame {
-            Message::Text(text) => Some(handle_text(&state, text.as_str(), peer).await),
-            Message::Binary(_) => Some(error("binary frames are not supported; send JSON text")),
-            Message::Ping(_) | Message::Pong(_) => None,
+        let (reply, then) = match frame {
+            Message::Text(text) => handle_text(&state, text.as_str(), peer, &mut shares).await,
+            Message::Binary(_) => {
+                (Some(error("binary frames are not supported; send JSON text")), None)
+            }
+            Message::Ping(_) | Message::Pong(_) => (None, None),
             Message::Close(_) => return "closed by the client",
         };
         // Back-pressure: while the queue is full this stops reading, so a client that pipelines
         // requests is slowed down, and one that never reads is dropped after the timeout.
-        if let Some(reply) = reply
-            && !matches!(timeout(SEND_TIMEOUT, replies.send(reply)).await, Ok(Ok(())))
-        {
-            return "client not reading its replies";
+        for reply in [reply, then].into_iter().flatten() {
+            if !matches!(timeout(SEND_TIMEOUT, replies.send(reply)).await, Ok(Ok(()))) {
+                return "client not reading its replies";
+            }
+        }
+        if let Some(why) = shares.as_ref().and_then(ShareConn::cut_off) {
+            let _ = timeout(SEND_TIMEOUT, replies.send(error(why))).await;
+            let _ = replies.try_send(close(close_code::POLICY, "too many invalid shares"));
+            return "too many invalid shares";
         }
     }
     "connection ended"
@@ -232,25 +260,45 @@ fn error(message: impl Into<String>) -> Message {
     Message::Text(ServerMessage::Error { message: message.into() }.to_json().into())
 }
 
-async fn handle_text(state: &AppState, text: &str, peer: SocketAddr) -> Message {
+fn share_target(bits: u8) -> Message {
+    Message::Text(ServerMessage::ShareTarget { bits }.to_json().into())
+}
+
+/// Answers one text frame: the reply, and a frame to send after it (a changed share target).
+async fn handle_text(
+    state: &AppState,
+    text: &str,
+    peer: SocketAddr,
+    shares: &mut Option<ShareConn>,
+) -> (Option<Message>, Option<Message>) {
     if text.len() > MAX_TEXT_BYTES {
-        return error(format!(
-            "frame is {} bytes; at most {MAX_TEXT_BYTES} are accepted",
-            text.len()
-        ));
+        let too_big =
+            format!("frame is {} bytes; at most {MAX_TEXT_BYTES} are accepted", text.len());
+        return (Some(error(too_big)), None);
     }
     let sub = match ClientMessage::from_json(text) {
         Ok(ClientMessage::Proof(sub)) => sub,
-        Ok(ClientMessage::LastBlock) => return Message::Text(state.latest().frame.clone()),
-        Ok(ClientMessage::Stats) => return Message::Text(state.stats_message().to_json().into()),
-        Ok(other) => return error(format!("unsupported message {other:?}")),
-        Err(e) => return error(e.to_string()),
+        Ok(ClientMessage::LastBlock) => {
+            return (Some(Message::Text(state.latest().frame.clone())), None);
+        }
+        Ok(ClientMessage::Stats) => {
+            return (Some(Message::Text(state.stats_message().to_json().into())), None);
+        }
+        Ok(ClientMessage::Shares) => {
+            let conn = shares.get_or_insert_with(|| {
+                ShareConn::new(&state.share_settings(), state.difficulty(), Instant::now())
+            });
+            return (Some(share_target(conn.vardiff.bits())), None);
+        }
+        Ok(other) => return (Some(error(format!("unsupported message {other:?}"))), None),
+        Err(e) => return (Some(error(e.to_string())), None),
     };
     if let Err(limited) = state.allow_proof(peer.ip()) {
         // An `error` frame answers the proof, in order, as for any proof the server cannot judge.
-        return error(limited.to_string());
+        return (Some(error(limited.to_string())), None);
     }
-    let result = match state.submit(sub).await {
+    let bits = shares.as_ref().map(|c| c.vardiff.bits());
+    let result = match state.submit(sub, bits).await {
         Ok(Outcome::Accepted(block)) => ServerMessage::Result {
             accepted: true,
             message: FORGED.to_owned(),
@@ -260,13 +308,24 @@ async fn handle_text(state: &AppState, text: &str, peer: SocketAddr) -> Message 
         Ok(Outcome::Rejected { reason, message, index }) => {
             ServerMessage::Result { accepted: false, message, reason: Some(reason), index }
         }
+        Ok(Outcome::Share { accepted, reason, message, index, bits }) => {
+            let mut retarget = None;
+            if let Some(conn) = shares.as_mut() {
+                conn.judged(reason == Some(ShareReject::Invalid));
+                if accepted {
+                    retarget = conn.vardiff.on_share(Instant::now()).map(share_target);
+                }
+            }
+            let share = ServerMessage::Share { accepted, message, reason, index, bits };
+            return (Some(Message::Text(share.to_json().into())), retarget);
+        }
         Err(e @ (AppError::ShuttingDown | AppError::Unavailable(_))) => {
-            return error(e.to_string());
+            return (Some(error(e.to_string())), None);
         }
         Err(e) => {
             tracing::error!(error = %e, "handling a proof failed");
-            return error("something went wrong");
+            return (Some(error("something went wrong")), None);
         }
     };
-    Message::Text(result.to_json().into())
+    (Some(Message::Text(result.to_json().into())), None)
 }

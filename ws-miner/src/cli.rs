@@ -13,6 +13,7 @@ use crate::error::ConfigError;
 use crate::job::Dialect;
 use crate::output::Format;
 use crate::search::Kernel;
+use crate::watcher::WatchOptions;
 
 /// The server mined on when no URL is given.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:5000/ws";
@@ -28,6 +29,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// (HTTP polling), until stopped with Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "ws-miner", version, about, long_about = None)]
+// `ws-miner watch URL` is the watcher; any other first argument is a server URL (or a flag).
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Server to mine on: ws://HOST:PORT/ws (a pool-server), or http://HOST:PORT (tries the
     /// WebSocket endpoint /ws first, else the course HTTP API: GET /last_block, POST /mine);
@@ -93,6 +96,54 @@ pub struct Cli {
     /// core) next to a course-style Python miner, print the table and exit. Needs no server.
     #[arg(long)]
     pub bench: bool,
+
+    /// Something else than mining.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `ws-miner` does instead of mining.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print each block a pool-server pushes, one line per block (e.g. `#42  won by alice  proof
+    /// 1234567  +3.1s`), reconnecting by itself, until Ctrl-C. Mines nothing.
+    Watch(WatchArgs),
+}
+
+/// The command line of `ws-miner watch`.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The pool-server's WebSocket: ws://HOST:PORT/ws, or wss:// over TLS; http://HOST:PORT
+    /// (or https://) means its /ws.
+    #[arg(default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// Print each frame the server pushes as one JSON line instead.
+    #[arg(long)]
+    pub json: bool,
+
+    /// A PEM file of certificates to trust for wss:// besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl WatchArgs {
+    /// Validates the watcher's command line.
+    ///
+    /// # Errors
+    /// An unusable URL or `--ca` file.
+    pub fn into_options(self) -> Result<WatchOptions, ConfigError> {
+        let url = match parse_endpoint(&self.url)? {
+            Endpoint::WebSocket(url) => url,
+            Endpoint::Http { ws, .. } => ws,
+        };
+        let tls = if url.scheme() == "wss" || self.ca.is_some() {
+            Some(crate::tls::client_config(self.ca.as_deref())?)
+        } else {
+            None
+        };
+        Ok(WatchOptions { url, json: self.json, tls, backoff: BackoffPolicy::default() })
+    }
 }
 
 /// Where to mine.
@@ -383,6 +434,28 @@ mod tests {
         let escape = cli(&["--id", "a\u{1b}[2J"]).into_config(&dir);
         assert!(matches!(escape, Err(ConfigError::BadId(IdError::Unprintable(0x1b)))));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn watch_is_a_subcommand_and_urls_stay_urls() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("ws-miner").chain(args.iter().copied()))
+        };
+        let watch = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Some(Command::Watch(w))) => w.into_options().map(|o| (o.url.to_string(), o.json)),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert_eq!(watch(&["watch"]).ok(), Some((DEFAULT_URL.to_owned(), false)));
+        assert_eq!(
+            watch(&["watch", "--json", "http://h:81"]).ok(),
+            Some(("ws://h:81/ws".to_owned(), true))
+        );
+        assert!(watch(&["watch", "ftp://h"]).is_err());
+        let mine = parse(&["ws://a:1/ws", "http://b:2"]).expect("parses");
+        assert!(mine.command.is_none());
+        assert_eq!(mine.url, ["ws://a:1/ws", "http://b:2"]);
+        // The watcher is the first argument or nothing: after a mining flag, `watch` is a URL.
+        assert!(parse(&["--id", "x", "watch"]).is_ok_and(|c| c.command.is_none()));
     }
 
     #[test]

@@ -1,23 +1,27 @@
-//! The mining rules both transports follow (the WebSocket session and the course HTTP
-//! protocol only move messages, and neither imports the other): which block to mine, when to
-//! abort, what becomes of a proof whose block is gone, how a verdict is counted and reported,
-//! and when `--once` ends the run.
+//! The mining rules both transports follow: which block to mine, when to abort, what becomes
+//! of a proof whose block is gone, how a verdict is counted and reported, when `--once` ends
+//! the run, and what Ctrl-C waits for. [`drive`] runs them over any [`Transport`]: the
+//! WebSocket session (`session`) and the course HTTP protocol (`http`) only move messages
+//! (connect, read, send, reconnect), and neither imports the other.
 
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
+use tokio::time::{Instant, interval, sleep_until};
 
 use crate::balance::BalanceProbe;
 use crate::cli::Config;
 use crate::error::Outcome;
 use crate::job::{Work, block_proof};
+use crate::limits::SHUTDOWN_GRACE;
 use crate::miner::{Arrival, Found, Miner};
 use crate::output::{Event, Reporter, forged};
 
 /// How often the live status line is refreshed.
-pub(crate) const STATUS_EVERY: Duration = Duration::from_millis(250);
+const STATUS_EVERY: Duration = Duration::from_millis(250);
 
 /// What both transports share: the configuration, the search, the totals and the stop signal.
 pub(crate) struct Ctx {
@@ -244,7 +248,7 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// Resolves when a pool earlier in the list than the one mined on answers again; never with
 /// one server, on the first pool, or once the probe is gone.
-pub(crate) async fn preferred_back(failover: &mut Option<Failover>) {
+async fn preferred_back(failover: &mut Option<Failover>) {
     let Some(slot) = failover.as_mut().map(|f| &mut f.preferred) else {
         return pending().await;
     };
@@ -265,3 +269,312 @@ pub(crate) fn carries_our_proof(block: &Value, proof: u64, id: &str) -> bool {
                 .any(|t| t.get("recipient").and_then(Value::as_str).is_some_and(|r| r.trim() == id))
         })
 }
+
+/// What a transport read from its server, or learned about its connection.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A connection works now (`protocol`: `"websocket"` or `"http"`).
+    Connected {
+        /// The endpoint, for the line.
+        url: String,
+        /// `"websocket"` or `"http"`.
+        protocol: &'static str,
+    },
+    /// The server's current block (pushed or polled) and the work it makes.
+    Block {
+        /// The block as the server sent it (a later block may carry one of our proofs).
+        block: Value,
+        /// What to search.
+        work: Arc<Work>,
+    },
+    /// The server's answer to the oldest proof sent and not answered yet.
+    Verdict {
+        /// What the server decided.
+        verdict: Verdict,
+        /// The server's words.
+        message: String,
+        /// The number of the block the proof forged, when the server says.
+        won: Option<u64>,
+        /// The answer as read (made safe to print), for the line when no proof awaits one.
+        frame: String,
+        /// A line the transport adds after the verdict's (the course protocol's dialect
+        /// switch after a rejection).
+        then: Option<Event>,
+    },
+    /// An error message from the server: the answer to the oldest proof sent, if one awaits.
+    Error(String),
+    /// No connection could be opened: why. Nothing was open.
+    Unreachable(String),
+    /// The open connection is gone: why. No answer comes for the proofs sent on it.
+    Lost(String),
+    /// The server answered the WebSocket upgrade with plain HTTP (why): the course HTTP
+    /// protocol is to be used instead. Only a session that was asked to fall back says so.
+    Fallback(String),
+}
+
+/// What carries the driver's messages to one server and back; it holds no mining rule.
+pub(crate) trait Transport {
+    /// Waits for what comes next from the server (connecting first when there is no
+    /// connection, once the delay [`Transport::retry`] set has passed).
+    ///
+    /// Must be cancel-safe: the driver waits on the search, Ctrl-C and the status line at the
+    /// same time and calls again, so an operation under way is resumed, not restarted or lost.
+    async fn next(&mut self) -> Incoming;
+
+    /// Sends `found` to the server; its answer comes from [`Transport::next`] as a
+    /// [`Incoming::Verdict`] or [`Incoming::Error`], in the order the proofs were sent.
+    ///
+    /// # Errors
+    /// Why the connection is gone (the proof did not reach the server).
+    async fn send(&mut self, found: &Found) -> Result<(), String>;
+
+    /// Asks the server for its current block (the miner is idle after a verdict).
+    ///
+    /// # Errors
+    /// Why the connection is gone.
+    async fn request_block(&mut self) -> Result<(), String>;
+
+    /// Schedules the next attempt after a failure (the connection is closed by then) and
+    /// returns its delay.
+    fn retry(&mut self) -> Duration;
+
+    /// Returns true while a connection is open (answers can still come on it).
+    fn is_connected(&self) -> bool;
+
+    /// Returns the server's URL, for lines.
+    fn url(&self) -> String;
+}
+
+/// How a run over one transport ended.
+pub(crate) enum End {
+    /// The run is over.
+    Done(Outcome),
+    /// The server answered the WebSocket upgrade with plain HTTP: use the course HTTP protocol.
+    Fallback,
+    /// Several pools: this one failed, or an earlier one answers again (unjudged proofs are
+    /// carried in the context).
+    Left(Leave),
+}
+
+/// Proof bookkeeping across messages and reconnects.
+#[derive(Default)]
+struct Proofs {
+    /// Sent, oldest first; the server answers proofs in the order it receives them, and a
+    /// miner may send the next proof before the previous one is answered.
+    awaiting: VecDeque<Found>,
+    /// Found (or sent before the connection dropped) while no answer can come: sent again when
+    /// the server is back and the block is still current, else settled (won or dropped).
+    unsent: Vec<Found>,
+}
+
+/// What handling one message leads to.
+enum Step {
+    Continue,
+    End(End),
+    /// The connection is gone: why.
+    Lost(String),
+}
+
+/// Mines over `transport` until the run ends, or, with several pools, until this pool fails or
+/// an earlier one answers again (unjudged proofs are then carried in the context).
+pub(crate) async fn drive<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End {
+    let mut proofs = Proofs::default();
+    let mut shutdown = ctx.shutdown.clone();
+    let mut status = interval(STATUS_EVERY);
+    let show_status = ctx.reporter.has_status_line();
+    // After Ctrl-C with proofs in flight: when to stop waiting for their answers.
+    let mut grace_until = Instant::now();
+    loop {
+        if ctx.draining && (proofs.awaiting.is_empty() || !transport.is_connected()) {
+            return End::Done(Outcome::Interrupted);
+        }
+        if let Some(reason) = ctx.left() {
+            let unjudged: Vec<Found> =
+                proofs.awaiting.drain(..).chain(proofs.unsent.drain(..)).collect();
+            ctx.carry(unjudged);
+            return End::Left(Leave::Failed(reason));
+        }
+        let step = tokio::select! {
+            () = stopped(&mut shutdown), if !ctx.draining => {
+                if !transport.is_connected() || proofs.awaiting.is_empty() {
+                    return End::Done(Outcome::Interrupted);
+                }
+                // A proof is being judged: its answer may be a win. Stop the search and wait a
+                // little (SHUTDOWN_GRACE) for the answers, so that the summary counts them.
+                ctx.draining = true;
+                ctx.miner.halt().await;
+                grace_until = Instant::now() + SHUTDOWN_GRACE;
+                Step::Continue
+            }
+            () = sleep_until(grace_until), if ctx.draining => {
+                return End::Done(Outcome::Interrupted);
+            }
+            incoming = transport.next() => {
+                // Taken as the message is read, before anything else is done with it.
+                let arrival = ctx.miner.arrival();
+                on_incoming(ctx, transport, &mut proofs, incoming, arrival).await
+            }
+            found = ctx.miner.found() => {
+                // With several pools: only a proof for this pool's block goes to it.
+                match ctx.sendable(found) {
+                    Some(found) if transport.is_connected() => {
+                        match transport.send(&found).await {
+                            Ok(()) => {
+                                proofs.awaiting.push_back(found);
+                                Step::Continue
+                            }
+                            Err(reason) => {
+                                proofs.unsent.push(found);
+                                Step::Lost(reason)
+                            }
+                        }
+                    }
+                    Some(found) => {
+                        proofs.unsent.push(found);
+                        Step::Continue
+                    }
+                    None => Step::Continue,
+                }
+            }
+            // Several pools: an earlier one answers again; leave once no answer is awaited here.
+            () = preferred_back(&mut ctx.failover), if proofs.awaiting.is_empty() && !ctx.draining => {
+                let unsent = std::mem::take(&mut proofs.unsent);
+                ctx.carry(unsent);
+                return End::Left(Leave::Preferred);
+            }
+            _ = status.tick(), if show_status => {
+                ctx.miner.show_status();
+                Step::Continue
+            }
+        };
+        match step {
+            Step::Continue => {}
+            Step::End(end) => return end,
+            Step::Lost(reason) => lose(ctx, transport, &mut proofs, reason),
+        }
+    }
+}
+
+/// Handles one message from the transport.
+async fn on_incoming<T: Transport>(
+    ctx: &mut Ctx,
+    transport: &mut T,
+    proofs: &mut Proofs,
+    incoming: Incoming,
+    arrival: Arrival,
+) -> Step {
+    match incoming {
+        Incoming::Connected { url, protocol } => {
+            ctx.reached = true;
+            ctx.reporter.emit(Event::Connected { url, protocol });
+            Step::Continue
+        }
+        Incoming::Block { block, work } => {
+            on_block(ctx, transport, proofs, &block, work, arrival).await
+        }
+        Incoming::Verdict { verdict, message, won, frame, then } => {
+            let Some(found) = proofs.awaiting.pop_front() else {
+                ctx.reporter.emit(Event::Ignored {
+                    what: format!("a result for no proof of ours: {frame}"),
+                });
+                return Step::Continue;
+            };
+            ctx.judged(&found, verdict, message, won);
+            if let Some(event) = then {
+                ctx.reporter.emit(event);
+            }
+            after_verdict(ctx, transport, verdict == Verdict::Accepted).await
+        }
+        Incoming::Error(message) => {
+            ctx.reporter.emit(Event::ServerError { message: message.clone() });
+            // An error while a proof is being judged is the server's answer to that proof.
+            let Some(found) = proofs.awaiting.pop_front() else { return Step::Continue };
+            ctx.judged(&found, Verdict::Invalid, message, None);
+            after_verdict(ctx, transport, false).await
+        }
+        Incoming::Unreachable(error) => {
+            // With several pools the next one is tried instead (see `pools`).
+            if let Some(error) = ctx.fail(error) {
+                let delay = transport.retry();
+                ctx.reporter.emit(Event::ConnectFailed {
+                    url: transport.url(),
+                    error,
+                    retry_in_ms: delay.as_millis().try_into().unwrap_or(u64::MAX),
+                });
+            }
+            Step::Continue
+        }
+        Incoming::Lost(reason) => Step::Lost(reason),
+        Incoming::Fallback(reason) => {
+            ctx.reporter.emit(Event::FallbackToHttp { reason });
+            Step::End(End::Fallback)
+        }
+    }
+}
+
+/// After a verdict: ends a `--once` run, or asks for the current block when nothing is mined.
+async fn after_verdict<T: Transport>(ctx: &mut Ctx, transport: &mut T, accepted: bool) -> Step {
+    if let Some(outcome) = ctx.once_after_result(accepted) {
+        return Step::End(End::Done(outcome));
+    }
+    if ctx.miner.current().is_none() {
+        // Nothing to do until a block comes: ask for it rather than wait for the next one.
+        if let Err(reason) = transport.request_block().await {
+            return Step::Lost(reason);
+        }
+    }
+    Step::Continue
+}
+
+/// A new block arrived (or the same one again): proofs carried from another pool and proofs
+/// not sent yet go out if they solve it, else are settled (won if `block` carries them, else
+/// dropped); then the search follows the block (abort and restart, or nothing if unchanged),
+/// unless our proof for this very block is being judged.
+async fn on_block<T: Transport>(
+    ctx: &mut Ctx,
+    transport: &mut T,
+    proofs: &mut Proofs,
+    block: &Value,
+    work: Arc<Work>,
+    arrival: Arrival,
+) -> Step {
+    // Proofs found on another pool's block go out only if it is this server's block too.
+    let carried = ctx.carried_for(&work);
+    let unsent = std::mem::take(&mut proofs.unsent);
+    // (`carried_for` returns only proofs of this block; it drops the others with a line.)
+    let mut pending = carried.into_iter().chain(unsent);
+    while let Some(found) = pending.next() {
+        if *found.work == *work {
+            if let Err(reason) = transport.send(&found).await {
+                proofs.unsent.push(found);
+                proofs.unsent.extend(pending);
+                return Step::Lost(reason);
+            }
+            proofs.awaiting.push_back(found);
+        } else if let Some(outcome) = ctx.settle(&found, block) {
+            return Step::End(End::Done(outcome));
+        }
+    }
+    if proofs.awaiting.iter().any(|f| *f.work == *work) && ctx.miner.current().is_none() {
+        // Our proof for this very block is being judged.
+        return Step::Continue;
+    }
+    match ctx.follow(work, arrival).await {
+        Some(outcome) => Step::End(End::Done(outcome)),
+        None => Step::Continue,
+    }
+}
+
+/// The connection is gone: the proofs whose answers were lost with it are sent again if their
+/// block is still current when the server is back (the server says stale if it had already
+/// counted one); the transport retries after its back-off, or, with several pools, the next
+/// pool is tried instead (see `pools`).
+fn lose<T: Transport>(ctx: &mut Ctx, transport: &mut T, proofs: &mut Proofs, reason: String) {
+    proofs.unsent.extend(proofs.awaiting.drain(..));
+    let Some(reason) = ctx.fail(reason) else { return };
+    transport.retry();
+    ctx.reporter.emit(Event::Disconnected { reason });
+}
+
+#[cfg(test)]
+mod tests;

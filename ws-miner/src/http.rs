@@ -2,6 +2,8 @@
 //! `GET /last_block` about once a second (so a block won by someone else still aborts the
 //! search), `POST /mine` `{"proof", "id"}`, and judge the answer.
 //!
+//! This module only moves messages (see `driver` for what is done with them).
+//!
 //! Course servers differ, so every answer is read loosely: the block may sit under any key
 //! ([`crate::job::extract_block`]), success is "New Block Forged" in any spelling or status code,
 //! or, the sure way, the chain's next block carrying our proof. The dialect (what exactly is
@@ -10,21 +12,23 @@
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::{Instant, interval, sleep_until};
+use tokio::time::{Instant, sleep_until};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::driver::{
-    Ctx, Leave, STATUS_EVERY, Verdict, carries_our_proof, preferred_back, stopped,
-};
+use crate::cli::Config;
+use crate::driver::{Ctx, End, Incoming, Transport, Verdict, carries_our_proof, drive};
 use crate::error::Outcome;
 use crate::http_body::read_capped;
 use crate::job::{Dialect, Work, detect_dialect, extract_block, extract_chain, says_forged};
-use crate::limits::{MAX_HTTP_BODY_BYTES, SHUTDOWN_GRACE};
+use crate::limits::MAX_HTTP_BODY_BYTES;
 use crate::miner::Found;
-use crate::output::Event;
+use crate::output::{Event, Reporter};
 use crate::untrusted::preview;
 
 /// How long one HTTP request may take.
@@ -49,6 +53,7 @@ impl DialectChoice {
     }
 }
 
+#[derive(Clone)]
 struct Course {
     client: Client,
     base: Url,
@@ -140,10 +145,8 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Mines on a course HTTP server under `base` until the run ends, or, with several pools,
-/// until this one fails or an earlier one answers again (`Err`; unjudged proofs are carried in
-/// the context).
-pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Result<Outcome, Leave> {
+/// Mines on a course HTTP server under `base` until the run ends (see [`drive`]).
+pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> End {
     let builder = Client::builder().timeout(REQUEST_TIMEOUT).connect_timeout(REQUEST_TIMEOUT);
     let builder = match &ctx.config.tls {
         Some(tls) => builder.use_preconfigured_tls((**tls).clone()),
@@ -154,177 +157,280 @@ pub(crate) async fn mine_http(ctx: &mut Ctx, base: &Url) -> Result<Outcome, Leav
         Err(e) => {
             ctx.reporter
                 .emit(Event::ServerError { message: format!("cannot build an HTTP client: {e}") });
-            return Ok(Outcome::Lost);
+            return End::Done(Outcome::Lost);
         }
     };
     let course = Course { client, base: base.clone() };
-    let mut choice = match ctx.config.dialect {
-        Some(d) => DialectChoice::Fixed(d),
-        None => DialectChoice::Guess(Dialect::Json),
-    };
-    let mut backoff = Backoff::new(ctx.config.backoff);
-    let mut next_poll = Instant::now();
-    let mut connected = false;
-    // The last block the server showed, to notice when the chain moves.
-    let mut seen: Option<Value> = None;
-    let mut unsent: Option<Found> = None;
-    let mut shutdown = ctx.shutdown.clone();
-    let mut status = interval(STATUS_EVERY);
-    let show_status = ctx.reporter.has_status_line();
-    loop {
-        tokio::select! {
-            () = stopped(&mut shutdown) => return Ok(Outcome::Interrupted),
-            () = sleep_until(next_poll) => {
-                let polled = tokio::select! {
-                    r = course.last_block() => r,
-                    () = stopped(&mut shutdown) => return Ok(Outcome::Interrupted),
-                };
-                let arrival = ctx.miner.arrival();
-                let (block, difficulty) = match polled {
-                    Ok(answer) => answer,
-                    Err(error) => {
-                        if ctx.failover.is_some() {
-                            // Several pools: the next one is tried instead (see `pools`).
-                            ctx.carry(unsent.take());
-                            return Err(Leave::Failed(error));
-                        }
-                        let delay = backoff.next_delay();
-                        next_poll = Instant::now() + delay;
-                        if connected {
-                            connected = false;
-                            ctx.reporter.emit(Event::Disconnected { reason: error });
-                        } else {
-                            ctx.reporter.emit(Event::ConnectFailed {
-                                url: base.to_string(),
-                                error,
-                                retry_in_ms: delay.as_millis().try_into().unwrap_or(u64::MAX),
-                            });
-                        }
-                        continue;
-                    }
-                };
-                backoff.reset();
-                next_poll = Instant::now() + ctx.config.poll_interval;
-                if !connected {
-                    connected = true;
-                    ctx.reached = true;
-                    ctx.reporter.emit(Event::Connected { url: base.to_string(), protocol: "http" });
-                }
-                let moved = seen.as_ref() != Some(&block);
-                seen = Some(block.clone());
-                let difficulty = difficulty.unwrap_or(ctx.config.zeros);
-                if moved
-                    && let DialectChoice::Guess(guess) = choice
-                    && let Ok(chain) = course.chain().await
-                    && let Some(dialect) = detect_dialect(&chain, difficulty)
-                {
-                    choice = DialectChoice::Detected(dialect);
-                    let how = if dialect == guess { "confirmed" } else { "detected" };
-                    ctx.reporter.emit(Event::Dialect {
-                        dialect,
-                        reason: format!("{how} from a mined block on /chain"),
-                    });
-                }
-                let work = Arc::new(Work::new(&block, difficulty, choice.dialect()));
-                // Proofs found on another pool's block go out only if it is this server's too.
-                let carried = ctx.carried_for(&work);
-                if !carried.is_empty() {
-                    for found in carried {
-                        match submit(ctx, &course, &mut choice, found.clone()).await {
-                            Submitted::Judged(Some(outcome)) => return Ok(outcome),
-                            Submitted::Judged(None) => {}
-                            Submitted::Unreachable => ctx.carry([found]),
-                        }
-                    }
-                    // Look at the chain again at once: it may have moved.
-                    next_poll = Instant::now();
-                    seen = None;
-                    continue;
-                }
-                if let Some(found) = unsent.take() {
-                    if *found.work == *work {
-                        match submit(ctx, &course, &mut choice, found.clone()).await {
-                            Submitted::Judged(Some(outcome)) => return Ok(outcome),
-                            Submitted::Judged(None) => next_poll = Instant::now(),
-                            Submitted::Unreachable => unsent = Some(found),
-                        }
-                        continue;
-                    }
-                    if let Some(outcome) = ctx.settle(&found, &block) {
-                        return Ok(outcome);
-                    }
-                }
-                if let Some(outcome) = ctx.follow(work, arrival).await {
-                    return Ok(outcome);
-                }
-            }
-            found = ctx.miner.found() => {
-                // With several pools: only a proof for this pool's block goes to it.
-                let Some(found) = ctx.sendable(found) else { continue };
-                // Ctrl-C while the proof is being judged waits SHUTDOWN_GRACE for the answer,
-                // so that a win in flight is counted.
-                let judged = tokio::select! {
-                    judged = submit(ctx, &course, &mut choice, found.clone()) => judged,
-                    () = async {
-                        stopped(&mut shutdown).await;
-                        tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    } => return Ok(Outcome::Interrupted),
-                };
-                match judged {
-                    Submitted::Judged(Some(outcome)) => return Ok(outcome),
-                    Submitted::Judged(None) => {}
-                    Submitted::Unreachable => unsent = Some(found),
-                }
-                // Look at the chain at once: a new block to mine, or the same one again.
-                next_poll = Instant::now();
-                seen = None;
-            }
-            // Several pools: an earlier one answers again.
-            () = preferred_back(&mut ctx.failover) => {
-                ctx.carry(unsent.take());
-                return Err(Leave::Preferred);
-            }
-            _ = status.tick(), if show_status => ctx.miner.show_status(),
+    let mut poller = Poller::new(&ctx.config, ctx.reporter.clone(), course);
+    drive(ctx, &mut poller).await
+}
+
+/// A request under way (kept across calls, so that waiting on it is cancel-safe).
+type Flight = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// What a request under way brings back.
+enum Answer {
+    /// `GET /last_block`.
+    Polled(Result<Polled, String>),
+    /// `POST /mine` for `found`: the status and answer, its message, and `/chain` when the
+    /// message does not say the proof won.
+    Mined { found: Found, answer: Result<Mined, String> },
+}
+
+/// The server's answer to `GET /last_block`.
+struct Polled {
+    block: Value,
+    /// The difficulty the answer says, if it does.
+    difficulty: Option<protocol::Difficulty>,
+    /// `/chain`, read when the block moved while the dialect is still a guess.
+    chain: Option<Vec<Value>>,
+}
+
+/// The server's answer to `POST /mine`.
+struct Mined {
+    status: StatusCode,
+    value: Value,
+    message: String,
+    chain: Option<Vec<Value>>,
+}
+
+/// The course HTTP transport: polls `GET /last_block`, posts each proof sent to `/mine` (one
+/// at a time, in order) and reads the verdict off the answer or the chain.
+struct Poller {
+    course: Course,
+    id: String,
+    /// The difficulty when the server does not say (`--zeros`).
+    zeros: protocol::Difficulty,
+    poll_interval: Duration,
+    /// For dialect lines.
+    reporter: Reporter,
+    choice: DialectChoice,
+    backoff: Backoff,
+    next_poll: Instant,
+    /// True once a poll worked, until one fails.
+    connected: bool,
+    /// The last block the server showed, to notice when the chain moves.
+    seen: Option<Value>,
+    /// Proofs sent and not posted yet, oldest first.
+    queued: VecDeque<Found>,
+    flight: Option<Flight>,
+    /// A block read by the poll that connected, returned after [`Incoming::Connected`].
+    held: Option<Incoming>,
+    /// A `POST /mine` failed: the next poll comes at once, not after the back-off.
+    post_failed: bool,
+}
+
+impl Poller {
+    fn new(config: &Config, reporter: Reporter, course: Course) -> Self {
+        Poller {
+            course,
+            id: config.id.clone(),
+            zeros: config.zeros,
+            poll_interval: config.poll_interval,
+            reporter,
+            choice: match config.dialect {
+                Some(d) => DialectChoice::Fixed(d),
+                None => DialectChoice::Guess(Dialect::Json),
+            },
+            backoff: Backoff::new(config.backoff),
+            next_poll: Instant::now(),
+            connected: false,
+            seen: None,
+            queued: VecDeque::new(),
+            flight: None,
+            held: None,
+            post_failed: false,
         }
+    }
+
+    /// Starts the next request: the oldest proof not posted yet, else a poll once it is due.
+    async fn take_off(&mut self) -> Flight {
+        let course = self.course.clone();
+        if let Some(found) = self.queued.pop_front() {
+            let id = self.id.clone();
+            return Box::pin(async move {
+                let answer = mine(&course, &id, &found).await;
+                Answer::Mined { found, answer }
+            });
+        }
+        sleep_until(self.next_poll).await;
+        // The chain is read only while the dialect is a guess, and only when the block moved.
+        let seen = matches!(self.choice, DialectChoice::Guess(_)).then(|| self.seen.clone());
+        Box::pin(async move {
+            let (block, difficulty) = match course.last_block().await {
+                Ok(answer) => answer,
+                Err(e) => return Answer::Polled(Err(e)),
+            };
+            let moved = seen.as_ref().is_some_and(|seen| seen.as_ref() != Some(&block));
+            let chain = if moved { course.chain().await.ok() } else { None };
+            Answer::Polled(Ok(Polled { block, difficulty, chain }))
+        })
+    }
+
+    fn polled(&mut self, polled: Result<Polled, String>) -> Incoming {
+        let Polled { block, difficulty, chain } = match polled {
+            Ok(answer) => answer,
+            Err(error) if self.connected => {
+                self.connected = false;
+                return Incoming::Lost(error);
+            }
+            Err(error) => return Incoming::Unreachable(error),
+        };
+        self.backoff.reset();
+        self.next_poll = Instant::now() + self.poll_interval;
+        self.seen = Some(block.clone());
+        let difficulty = difficulty.unwrap_or(self.zeros);
+        if let DialectChoice::Guess(guess) = self.choice
+            && let Some(chain) = chain
+            && let Some(dialect) = detect_dialect(&chain, difficulty)
+        {
+            self.choice = DialectChoice::Detected(dialect);
+            let how = if dialect == guess { "confirmed" } else { "detected" };
+            self.reporter.emit(Event::Dialect {
+                dialect,
+                reason: format!("{how} from a mined block on /chain"),
+            });
+        }
+        let work = Arc::new(Work::new(&block, difficulty, self.choice.dialect()));
+        let incoming = Incoming::Block { block, work };
+        if self.connected {
+            return incoming;
+        }
+        self.connected = true;
+        self.held = Some(incoming);
+        Incoming::Connected { url: self.course.base.to_string(), protocol: "http" }
+    }
+
+    /// Judges the answer to `POST /mine`: won if it says so or the chain's next block carries
+    /// our proof; else stale or invalid, which may flip a guessed dialect.
+    fn judge(&mut self, found: &Found, mined: Mined) -> Incoming {
+        let Mined { status, value, message, chain } = mined;
+        let mut won = says_forged(&message);
+        let mut chain_moved = None;
+        if !won && let Some(chain) = chain {
+            let next = chain
+                .iter()
+                .position(|b| protocol::to_python_json(b) == found.work.block_string)
+                .and_then(|i| chain.get(i + 1));
+            won = next.is_some_and(|b| carries_our_proof(b, found.proof, &self.id));
+            chain_moved = Some(next.is_some());
+        }
+        let frame = preview(&value.to_string());
+        if won {
+            if let DialectChoice::Guess(d) = self.choice {
+                self.choice = DialectChoice::Detected(d);
+            }
+            // Course servers answer a win with the new block's index.
+            let won = value.get("index").and_then(Value::as_u64);
+            return Incoming::Verdict {
+                verdict: Verdict::Accepted,
+                message,
+                won,
+                frame,
+                then: None,
+            };
+        }
+        let stale = match value.get("reason").and_then(Value::as_str) {
+            Some("stale") => true,
+            Some("invalid") => false,
+            _ => chain_moved.unwrap_or(false),
+        };
+        let mut then = None;
+        if !stale && let DialectChoice::Guess(d) = self.choice {
+            // A proof valid in our dialect, rejected while the chain stood still: the server
+            // hashes something else, or wants more zeroes than we assumed. Try the other
+            // dialect; it stays a guess (the next such rejection flips back) until a proof is
+            // accepted.
+            let next = d.other();
+            self.choice = DialectChoice::Guess(next);
+            then = Some(Event::Dialect {
+                dialect: next,
+                reason: format!(
+                    "a valid proof was rejected on an unchanged chain; trying {next} (if every \
+                     proof is rejected, the server may need more than {} zeroes: see --zeros)",
+                    found.work.difficulty()
+                ),
+            });
+        }
+        let verdict = if stale { Verdict::Stale } else { Verdict::Invalid };
+        let message = format!("{message} (HTTP {status})");
+        Incoming::Verdict { verdict, message, won: None, frame, then }
     }
 }
 
-enum Submitted {
-    /// The server answered; `Some` ends a `--once` run.
-    Judged(Option<Outcome>),
-    /// The server could not be reached; try again when it answers.
-    Unreachable,
+impl Transport for Poller {
+    async fn next(&mut self) -> Incoming {
+        if let Some(held) = self.held.take() {
+            return held;
+        }
+        let flight = match self.flight.as_mut() {
+            Some(flight) => flight,
+            None => {
+                let flight = self.take_off().await;
+                self.flight.insert(flight)
+            }
+        };
+        let answer = flight.await;
+        self.flight = None;
+        match answer {
+            Answer::Polled(polled) => self.polled(polled),
+            Answer::Mined { found, answer: Ok(mined) } => self.judge(&found, mined),
+            Answer::Mined { answer: Err(reason), .. } => {
+                // No answer: the proofs sent are sent again if their block is still current
+                // at the next poll, which comes at once.
+                self.queued.clear();
+                self.post_failed = true;
+                Incoming::Lost(reason)
+            }
+        }
+    }
+
+    async fn send(&mut self, found: &Found) -> Result<(), String> {
+        self.queued.push_back(found.clone());
+        Ok(())
+    }
+
+    async fn request_block(&mut self) -> Result<(), String> {
+        // Look at the chain at once: a new block to mine, or the same one again.
+        self.next_poll = Instant::now();
+        self.seen = None;
+        Ok(())
+    }
+
+    fn retry(&mut self) -> Duration {
+        self.queued.clear();
+        if std::mem::take(&mut self.post_failed) {
+            self.next_poll = Instant::now();
+            self.seen = None;
+            return Duration::ZERO;
+        }
+        let delay = self.backoff.next_delay();
+        self.next_poll = Instant::now() + delay;
+        delay
+    }
+
+    fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    fn url(&self) -> String {
+        self.course.base.to_string()
+    }
 }
 
-async fn submit(
-    ctx: &mut Ctx,
-    course: &Course,
-    choice: &mut DialectChoice,
-    found: Found,
-) -> Submitted {
-    let url = match course.url("mine") {
-        Ok(url) => url,
-        Err(e) => {
-            ctx.reporter.emit(Event::ServerError { message: e });
-            return Submitted::Judged(ctx.once_after_result(false));
-        }
-    };
-    let body = json!({ "proof": found.proof, "id": ctx.config.id });
-    let answer = match course.call(course.client.post(url).json(&body), "POST /mine").await {
+/// Posts `found` to `/mine` and reads the answer (an HTML error page is an answer too: judged
+/// by the chain); reads `/chain` too when the answer does not say the proof won.
+async fn mine(course: &Course, id: &str, found: &Found) -> Result<Mined, String> {
+    let url = course.url("mine")?;
+    let body = json!({ "proof": found.proof, "id": id });
+    let (status, value) = match course.call(course.client.post(url).json(&body), "POST /mine").await
+    {
         Ok(answer) => answer,
         Err(reason) if reason.contains("not JSON") => {
-            // An HTML error page is an answer too: judge by the chain below.
             (StatusCode::INTERNAL_SERVER_ERROR, Value::String(reason))
         }
-        Err(reason) => {
-            // With several pools the next poll's failure leaves this one (see `pools`).
-            if ctx.failover.is_none() {
-                ctx.reporter.emit(Event::Disconnected { reason });
-            }
-            return Submitted::Unreachable;
-        }
+        Err(reason) => return Err(reason),
     };
-    let (status, value) = answer;
     let message = match value.get("message") {
         Some(Value::String(m)) => m.clone(),
         _ => match &value {
@@ -332,46 +438,6 @@ async fn submit(
             other => other.to_string(),
         },
     };
-    let mut won = says_forged(&message);
-    let mut chain_moved = None;
-    if !won && let Ok(chain) = course.chain().await {
-        let next = chain
-            .iter()
-            .position(|b| protocol::to_python_json(b) == found.work.block_string)
-            .and_then(|i| chain.get(i + 1));
-        won = next.is_some_and(|b| carries_our_proof(b, found.proof, &ctx.config.id));
-        chain_moved = Some(next.is_some());
-    }
-    if won {
-        // Course servers answer a win with the new block's index.
-        let block = value.get("index").and_then(Value::as_u64);
-        ctx.judged(&found, Verdict::Accepted, message, block);
-        if let DialectChoice::Guess(d) = *choice {
-            *choice = DialectChoice::Detected(d);
-        }
-        return Submitted::Judged(ctx.once_after_result(true));
-    }
-    let stale = match value.get("reason").and_then(Value::as_str) {
-        Some("stale") => true,
-        Some("invalid") => false,
-        _ => chain_moved.unwrap_or(false),
-    };
-    let verdict = if stale { Verdict::Stale } else { Verdict::Invalid };
-    ctx.judged(&found, verdict, format!("{message} (HTTP {status})"), None);
-    if !stale && let DialectChoice::Guess(d) = *choice {
-        // A proof valid in our dialect, rejected while the chain stood still: the server hashes
-        // something else, or wants more zeroes than we assumed. Try the other dialect; it stays
-        // a guess (the next such rejection flips back) until a proof is accepted.
-        let next = d.other();
-        *choice = DialectChoice::Guess(next);
-        ctx.reporter.emit(Event::Dialect {
-            dialect: next,
-            reason: format!(
-                "a valid proof was rejected on an unchanged chain; trying {next} (if every proof \
-                 is rejected, the server may need more than {} zeroes: see --zeros)",
-                found.work.difficulty()
-            ),
-        });
-    }
-    Submitted::Judged(ctx.once_after_result(false))
+    let chain = if says_forged(&message) { None } else { course.chain().await.ok() };
+    Ok(Mined { status, value, message, chain })
 }

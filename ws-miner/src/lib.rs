@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line and its validation into a [`Config`].
-//! - `driver` (private): the mining rules both transports follow (which block, abort, proofs
-//!   whose block is gone, verdicts, `--once`); neither transport imports the other.
-//! - [`session`] (private): the WebSocket session with pushed work and reconnects.
-//! - [`http`] (private): the course HTTP protocol (polling `/last_block`, `POST /mine`).
+//! - `driver` (private): the mining loop and its rules (which block, abort, the proof queue,
+//!   proofs whose block is gone, verdicts, Ctrl-C, `--once`), over a `Transport`.
+//! - `session` (private): the WebSocket transport (pushed work, reconnects).
+//! - `http` (private): the course HTTP transport (polling `/last_block`, `POST /mine`).
+//!   Neither transport imports the other; each only moves messages.
 //! - `pools` (private): failover across an ordered list of pools, above both transports.
 //! - [`job`]: block extraction, dialects, success detection: pure functions over JSON.
 //! - [`miner`] (private): runs one search at a time on blocking threads and keeps the totals.
@@ -17,6 +18,8 @@
 //!   bodies, the id's balance on the server.
 //! - [`tls`]: TLS for `wss://` and `https://` (rustls; the system's roots plus `--ca`).
 //! - [`search`]: the proof search (the hot loop), behind one small interface.
+//! - [`watcher`]: `ws-miner watch`, which prints the blocks a pool-server pushes (no mining).
+//! - `websocket` (private): opening a WebSocket, for the session and the watcher.
 
 pub mod backoff;
 mod balance;
@@ -35,6 +38,8 @@ pub mod search;
 mod session;
 pub mod tls;
 pub mod untrusted;
+pub mod watcher;
+mod websocket;
 
 pub use cli::{Cli, Config, Endpoint};
 pub use error::{ConfigError, Exit, Outcome};

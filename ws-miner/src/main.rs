@@ -3,11 +3,15 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use ws_miner::cli::{Command, WatchArgs};
 use ws_miner::search::bench::BenchOptions;
 use ws_miner::{Cli, Exit, Reporter};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Watch(args)) = cli.command.take() {
+        return watch(args);
+    }
     if cli.bench {
         return bench(&cli);
     }
@@ -60,6 +64,40 @@ fn bench(cli: &Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ws-miner: bench failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `ws-miner watch`: prints the pool's blocks until Ctrl-C (exit 130), or until stdout is
+/// closed (`| head`: exit 0).
+fn watch(args: WatchArgs) -> ExitCode {
+    let options = match args.into_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("ws-miner watch: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ws-miner watch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let watched = runtime.block_on(ws_miner::watcher::watch(&options, &mut out, &mut err, ctrl_c));
+    match watched {
+        Ok(()) => Exit::Interrupted.into(),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ws-miner watch: cannot write: {e}");
             ExitCode::FAILURE
         }
     }

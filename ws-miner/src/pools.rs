@@ -20,13 +20,13 @@ use tokio::time::{Instant, sleep_until, timeout};
 use crate::backoff::Backoff;
 use crate::balance::BalanceProbe;
 use crate::cli::Endpoint;
-use crate::driver::{Ctx, Failover, Leave, stopped};
+use crate::driver::{Ctx, End, Failover, Leave, stopped};
 use crate::error::Outcome;
 use crate::http;
 use crate::miner::Found;
 use crate::net;
 use crate::output::Event;
-use crate::session::{WsEnd, mine_ws};
+use crate::session::mine_ws;
 
 /// How long probing an earlier pool (TCP connect, TLS handshake) may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,20 +63,25 @@ pub(crate) async fn leg(
 ) -> Result<Outcome, Leave> {
     match endpoint {
         Endpoint::WebSocket(url) => match mine_ws(ctx, url, false).await {
-            WsEnd::Done(outcome) => Ok(outcome),
+            End::Done(outcome) => Ok(outcome),
             // Only asked for with `fallback`.
-            WsEnd::Fallback => Ok(Outcome::Lost),
-            WsEnd::Left(leave) => Err(leave),
+            End::Fallback => Ok(Outcome::Lost),
+            End::Left(leave) => Err(leave),
         },
         Endpoint::Http { base, ws } => {
             if !*http_only {
                 match mine_ws(ctx, ws, true).await {
-                    WsEnd::Done(outcome) => return Ok(outcome),
-                    WsEnd::Left(leave) => return Err(leave),
-                    WsEnd::Fallback => *http_only = true,
+                    End::Done(outcome) => return Ok(outcome),
+                    End::Left(leave) => return Err(leave),
+                    End::Fallback => *http_only = true,
                 }
             }
-            http::mine_http(ctx, base).await
+            match http::mine_http(ctx, base).await {
+                End::Done(outcome) => Ok(outcome),
+                // The course protocol never falls back.
+                End::Fallback => Ok(Outcome::Lost),
+                End::Left(leave) => Err(leave),
+            }
         }
     }
 }

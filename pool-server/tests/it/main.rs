@@ -20,6 +20,6 @@ mod http;
 mod limits;
 mod pg;
 mod schemathesis;
+mod shares;
 mod support;
-mod watch;
 mod ws;

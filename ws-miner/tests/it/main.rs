@@ -1,5 +1,6 @@
 //! Integration tests of `ws-miner`: the library against misbehaving WebSocket servers and
-//! course-style Flask servers, the binary's CLI (exit codes, Ctrl-C), and end-to-end runs.
+//! course-style Flask servers, the binary's CLI (exit codes, Ctrl-C), end-to-end runs, and the
+//! watcher (`ws-miner watch`, `scripts/watch`).
 
 mod cli;
 mod course;
@@ -8,4 +9,5 @@ mod failover;
 mod hardening;
 mod support;
 mod tls;
+mod watch;
 mod ws;

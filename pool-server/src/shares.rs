@@ -1,0 +1,232 @@
+//! Shares on the server's side: each opted-in WebSocket connection's share target and its
+//! variable difficulty ([`Vardiff`]), the cut-off for connections whose shares are mostly
+//! invalid ([`ShareConn`]), and the settings ([`ShareSettings`]).
+//!
+//! Pure and synchronous (callers pass the time), so the rules are tested without a clock.
+
+use std::time::{Duration, Instant};
+
+use protocol::Difficulty;
+use protocol::share::block_bits;
+
+/// The default share rate each connection is steered toward: one share per this interval.
+pub const DEFAULT_SHARE_INTERVAL: Duration = Duration::from_secs(1);
+/// The share target a connection starts at, in leading zero bits (capped below the block's).
+pub const DEFAULT_START_BITS: u8 = 16;
+/// The easiest share target vardiff goes down to.
+pub const DEFAULT_MIN_BITS: u8 = 8;
+/// Vardiff looks again after this many shares...
+pub const RETARGET_SHARES: u32 = 8;
+/// ...or after this many intervals, whichever comes first.
+pub const RETARGET_INTERVALS: u32 = 4;
+/// How far one retarget may move the target, in bits (×2 per bit).
+pub const MAX_STEP_BITS: u8 = 8;
+/// A connection is judged for the invalid-share cut-off once it sent this many share proofs...
+pub const CUTOFF_MIN_JUDGED: u32 = 20;
+/// ...and is cut off when more than this share of them were invalid.
+pub const CUTOFF_INVALID_RATIO: f64 = 0.5;
+
+/// Share settings for every connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ShareSettings {
+    /// The share rate vardiff steers toward: one share per `interval`.
+    pub interval: Duration,
+    /// The target a connection starts at.
+    pub start_bits: u8,
+    /// The easiest target.
+    pub min_bits: u8,
+}
+
+impl Default for ShareSettings {
+    fn default() -> Self {
+        ShareSettings {
+            interval: DEFAULT_SHARE_INTERVAL,
+            start_bits: DEFAULT_START_BITS,
+            min_bits: DEFAULT_MIN_BITS,
+        }
+    }
+}
+
+/// One connection's share target, retargeted toward one share per `interval`.
+///
+/// Every [`RETARGET_SHARES`] shares, or every [`RETARGET_INTERVALS`] intervals when shares are
+/// rarer, it compares the shares seen with the shares wanted over that time and moves the target
+/// by the base-2 logarithm of the ratio (rounded toward zero, at most [`MAX_STEP_BITS`]): a miner
+/// twice as fast as wanted gets one bit more. So a fast miner is not let flood the server for
+/// long, and a slow one is brought down to shares it can find. The target stays within
+/// `min_bits..block_bits` (a share is always easier than a block).
+#[derive(Debug, Clone)]
+pub struct Vardiff {
+    bits: u8,
+    min: u8,
+    max: u8,
+    interval: Duration,
+    since: Instant,
+    shares: u32,
+}
+
+impl Vardiff {
+    /// Starts at `settings.start_bits`, below the block's bits at `difficulty`.
+    pub fn new(settings: &ShareSettings, difficulty: Difficulty, now: Instant) -> Self {
+        let max = block_bits(difficulty).saturating_sub(1).max(1);
+        let min = settings.min_bits.clamp(1, max);
+        Vardiff {
+            bits: settings.start_bits.clamp(min, max),
+            min,
+            max,
+            interval: settings.interval,
+            since: now,
+            shares: 0,
+        }
+    }
+
+    /// The current target.
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// Counts a share; returns the new target when it changed.
+    pub fn on_share(&mut self, now: Instant) -> Option<u8> {
+        self.shares += 1;
+        self.retarget(now)
+    }
+
+    /// Looks at the rate without a share (a slow miner); returns the new target when it changed.
+    pub fn on_tick(&mut self, now: Instant) -> Option<u8> {
+        self.retarget(now)
+    }
+
+    fn retarget(&mut self, now: Instant) -> Option<u8> {
+        let elapsed = now.saturating_duration_since(self.since);
+        let window = self.interval * RETARGET_INTERVALS;
+        if self.shares < RETARGET_SHARES && elapsed < window {
+            return None;
+        }
+        // Shares seen over shares wanted; a window without shares counts as half of one.
+        let wanted = elapsed.as_secs_f64() / self.interval.as_secs_f64();
+        let seen = f64::from(self.shares).max(0.5);
+        let ratio = seen / wanted.max(f64::MIN_POSITIVE);
+        let step = ratio.log2().trunc().clamp(-f64::from(MAX_STEP_BITS), f64::from(MAX_STEP_BITS));
+        self.since = now;
+        self.shares = 0;
+        // `step` is a whole number within ±MAX_STEP_BITS.
+        let bits =
+            (i32::from(self.bits) + step as i32).clamp(i32::from(self.min), i32::from(self.max));
+        let bits = u8::try_from(bits).unwrap_or(self.max);
+        (bits != self.bits).then(|| {
+            self.bits = bits;
+            bits
+        })
+    }
+}
+
+/// What the reader of an opted-in connection keeps: its vardiff and its share verdicts.
+#[derive(Debug, Clone)]
+pub struct ShareConn {
+    /// The connection's target.
+    pub vardiff: Vardiff,
+    judged: u32,
+    invalid: u32,
+}
+
+impl ShareConn {
+    /// Opts a connection in.
+    pub fn new(settings: &ShareSettings, difficulty: Difficulty, now: Instant) -> Self {
+        ShareConn { vardiff: Vardiff::new(settings, difficulty, now), judged: 0, invalid: 0 }
+    }
+
+    /// Counts a judged share proof; `invalid` when it met no target.
+    pub fn judged(&mut self, invalid: bool) {
+        self.judged = self.judged.saturating_add(1);
+        self.invalid = self.invalid.saturating_add(u32::from(invalid));
+    }
+
+    /// Returns why the connection should be cut off: mostly invalid shares.
+    pub fn cut_off(&self) -> Option<String> {
+        (self.judged >= CUTOFF_MIN_JUDGED
+            && f64::from(self.invalid) > CUTOFF_INVALID_RATIO * f64::from(self.judged))
+        .then(|| {
+            format!(
+                "{} of the {} share proofs from this connection were invalid (below the share \
+                 target and not a block); closing it",
+                self.invalid, self.judged
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn six() -> Difficulty {
+        Difficulty::new(6).expect("6")
+    }
+
+    /// Feeds shares at `per_second` for `seconds`, ticking every interval; returns the target.
+    fn converge(per_second: f64, seconds: u32) -> u8 {
+        let start = Instant::now();
+        let settings = ShareSettings::default();
+        let mut v = Vardiff::new(&settings, six(), start);
+        // A miner of `per_second × 2^16` hashes/s: its share rate halves with each bit added.
+        let hashrate = per_second * 65536.0;
+        let mut t = 0.0;
+        let mut next_tick = 1.0;
+        while t < f64::from(seconds) {
+            let rate = hashrate / 2f64.powi(i32::from(v.bits()));
+            let gap = 1.0 / rate;
+            if t + gap > next_tick {
+                t = next_tick;
+                next_tick += 1.0;
+                v.on_tick(start + Duration::from_secs_f64(t));
+            } else {
+                t += gap;
+                v.on_share(start + Duration::from_secs_f64(t));
+            }
+        }
+        v.bits()
+    }
+
+    #[test]
+    fn a_fast_miner_is_raised_and_a_slow_one_lowered_to_about_one_share_a_second() {
+        // 2^20 hashes/s wants 20 bits for one share a second; within a factor of 2.
+        let fast = converge(16.0, 120);
+        assert!((19..=21).contains(&fast), "fast miner settled at {fast} bits");
+        // 2^11 hashes/s wants 11 bits.
+        let slow = converge(1.0 / 32.0, 600);
+        assert!((10..=12).contains(&slow), "slow miner settled at {slow} bits");
+    }
+
+    #[test]
+    fn the_target_stays_below_the_block_and_above_the_floor() {
+        let start = Instant::now();
+        let settings = ShareSettings { min_bits: 10, ..ShareSettings::default() };
+        let mut v = Vardiff::new(&settings, Difficulty::new(4).expect("4"), start);
+        for i in 0..10_000u64 {
+            v.on_share(start + Duration::from_micros(i));
+        }
+        assert_eq!(v.bits(), 15, "never a share as hard as a 16-bit block");
+        let mut later = start;
+        for _ in 0..100 {
+            later += Duration::from_secs(10);
+            v.on_tick(later);
+        }
+        assert_eq!(v.bits(), 10, "never below --share-min-bits");
+    }
+
+    #[test]
+    fn mostly_invalid_connections_are_cut_off() {
+        let mut c = ShareConn::new(&ShareSettings::default(), six(), Instant::now());
+        for _ in 0..19 {
+            c.judged(true);
+        }
+        assert_eq!(c.cut_off(), None, "not before 20 verdicts");
+        c.judged(true);
+        assert!(c.cut_off().is_some());
+        let mut ok = ShareConn::new(&ShareSettings::default(), six(), Instant::now());
+        for i in 0..40 {
+            ok.judged(i % 3 == 0);
+        }
+        assert_eq!(ok.cut_off(), None, "a third invalid is tolerated");
+    }
+}
