@@ -250,7 +250,45 @@
     tick();
   }
 
+  /** Fetches `/workers` and renders the table; at most one request in flight. */
+  let workersBusy = false;
+  async function refreshWorkers() {
+    if (workersBusy) return;
+    workersBusy = true;
+    try {
+      const res = await fetch('/workers', { cache: 'no-store' });
+      if (!res.ok) return;
+      const body = await res.json();
+      const workers = Array.isArray(body.workers) ? body.workers : [];
+      const now = Date.now() / 1000;
+      $('workers').replaceChildren(
+        ...workers.map((w) => {
+          const tr = el('tr');
+          tr.dataset.id = String(w.id);
+          const [rate, unit] = formatRate(Number(w.hashrate));
+          const num = (text) => el('td', 'num', text);
+          tr.append(
+            el('td', 'id', String(w.id)),
+            num(rate + ' ' + unit),
+            num(String(w.shares)),
+            num(String(w.stale)),
+            num(String(w.invalid)),
+            num(formatAge(now - Number(w.last_share)) + ' ago'),
+            num(String(w.coins)),
+          );
+          return tr;
+        }),
+      );
+      $('workers-empty').hidden = workers.length > 0;
+    } catch (_) {
+      // The next block asks again.
+    } finally {
+      workersBusy = false;
+    }
+  }
+
   function renderStats(stats) {
+    refreshWorkers();
     setBig($('bpm'), Number(stats.blocks_per_minute).toFixed(stats.blocks_per_minute >= 10 ? 0 : 1));
     $('chain-length').textContent = stats.chain_length + ' blocks in all';
     const [rate, unit] = formatRate(Number(stats.hashrate));

@@ -123,6 +123,13 @@ test('the dashboard shows the chain live, escapes ids, and reconnects', { timeou
 
   // The current block and the leaderboard render from the push + the stats answer.
   await page.locator('#status.live').waitFor({ timeout: WAIT_MS });
+
+  // The workers table: the harness sent two shares as "sharer" before the page loaded.
+  const sharer = page.locator('#workers tr', { hasText: 'sharer' });
+  await sharer.waitFor({ timeout: WAIT_MS });
+  assert.equal(await sharer.locator('td').nth(2).textContent(), '2', 'two shares');
+  assert.match(await sharer.locator('td').nth(1).textContent(), /H\/s$/, 'a hashrate');
+  assert.ok(await page.locator('#workers-empty').isHidden());
   await page.locator('#height', { hasText: `#${first.index}` }).waitFor({ timeout: WAIT_MS });
   const evilRow = page.locator('#leaderboard li').first();
   await evilRow.locator('.coins', { hasText: '1' }).waitFor({ timeout: WAIT_MS });

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::Server;
+use protocol::share::leading_zero_bits;
+use protocol::{ProofChecker, to_python_json};
+
+use crate::support::{Server, Ws};
 
 /// Guards against a hang only; the script normally takes seconds.
 const SCRIPT_GUARD: Duration = Duration::from_secs(180);
@@ -48,6 +51,31 @@ async fn dashboard_shows_new_blocks_live_in_chromium() {
     }
 
     let server = Server::start(3).await;
+    // Two shares from "sharer", for the page's workers table.
+    let (mut ws, hello) = Ws::connect_and_greet(&server.ws_url()).await;
+    ws.send_text(r#"{"type":"shares"}"#).await;
+    let bits = loop {
+        let frame = ws.recv().await;
+        if frame["type"] == "share_target" {
+            break frame["bits"].as_u64().expect("bits") as u32;
+        }
+    };
+    let checker = ProofChecker::new(&to_python_json(&hello["block"]));
+    let mut proof = 0;
+    for _ in 0..2 {
+        proof = (proof + 1..)
+            .find(|p| (bits..12).contains(&leading_zero_bits(&checker.digest(*p))))
+            .expect("a share");
+        ws.send_text(format!(r#"{{"type":"proof","proof":{proof},"id":"sharer","index":1}}"#))
+            .await;
+        loop {
+            let frame = ws.recv().await;
+            if frame["type"] == "share" {
+                assert_eq!(frame["accepted"], true, "{frame}");
+                break;
+            }
+        }
+    }
     let mut script = tokio::process::Command::new("node");
     script
         .args(["--test", "--test-reporter=spec", "dashboard.test.mjs"])
