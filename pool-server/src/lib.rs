@@ -113,7 +113,7 @@ pub async fn run(
     let ledger = tokio::task::spawn_blocking(move || match database {
         Some(url) => {
             let open = || -> anyhow::Result<_> {
-                let store = pg::PgStore::open(&url.0, difficulty, &frontend)?;
+                let store = pg::PgStore::open(&url.0, difficulty, payout, &frontend)?;
                 ledger::Ledger::open(Box::new(store), difficulty, payout)
             };
             open().context("cannot use the chain in --database")

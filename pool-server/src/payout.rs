@@ -42,6 +42,16 @@ pub enum Payout {
     },
 }
 
+impl std::fmt::Display for Payout {
+    /// `solo`, or `pplns over the last N shares`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Payout::Solo => f.write_str("solo"),
+            Payout::Pplns { shares } => write!(f, "pplns over the last {shares} shares"),
+        }
+    }
+}
+
 impl Payout {
     /// The shares a forge must read (0 for solo).
     pub fn window(self) -> usize {

@@ -15,9 +15,9 @@
 //! - **Migrations**: `pool_schema` holds the layout's version; a starting frontend applies the
 //!   missing steps of [`MIGRATIONS`] under an advisory lock, so frontends starting together
 //!   do it once, and refuses a database laid out by a newer server.
-//! - **Difficulty**: the first frontend records its `--difficulty` in `pool_head`; a frontend
-//!   started with another one refuses to start, naming both (every frontend of a pool judges
-//!   at the same difficulty).
+//! - **Difficulty and payout**: the first frontend records its `--difficulty` and `--payout` in
+//!   `pool_head`; a frontend started with another one refuses to start, naming both (every
+//!   frontend of a pool judges and pays alike).
 //! - **Outages**: a lost or unreachable database is [`Unavailable`] (answered 503 / `error`
 //!   frame); the next operation reconnects by itself.
 
@@ -31,6 +31,7 @@ use protocol::share::{ShareReject, share_work};
 use protocol::{Block, Difficulty, Transaction};
 use tokio_util::sync::CancellationToken;
 
+use crate::payout::Payout;
 use crate::storage::{
     Changes, CheckPending, Forged, Loaded, MAX_CHANGED_BLOCKS, MakeBlock, Queued,
     SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, StoredBlock, Unavailable, WorkerRow,
@@ -99,6 +100,8 @@ pub const MIGRATIONS: &[&str] = &[
          first_share double precision NOT NULL,
          last_share  double precision NOT NULL
      );",
+    // 3: the pool's payout scheme, which every frontend must share (NULL: not recorded yet).
+    "ALTER TABLE pool_head ADD COLUMN payout text;",
 ];
 
 /// Shares stored between two removals of expired ones.
@@ -265,12 +268,17 @@ impl PgStore {
     /// # Errors
     /// When the database cannot be reached, was laid out by a newer server, or its pool mines
     /// at another difficulty.
-    pub fn open(url: &str, difficulty: Difficulty, frontend: &str) -> anyhow::Result<Self> {
+    pub fn open(
+        url: &str,
+        difficulty: Difficulty,
+        payout: Payout,
+        frontend: &str,
+    ) -> anyhow::Result<Self> {
         let config = config(url, frontend)?;
         let name = describe(&config);
         let mut client =
             config.connect(NoTls).with_context(|| format!("cannot connect to {name}"))?;
-        migrate(&mut client, &name, difficulty, frontend)?;
+        migrate(&mut client, &name, difficulty, payout, frontend)?;
         Ok(PgStore {
             config,
             client: Some(client),
@@ -342,6 +350,7 @@ fn migrate(
     client: &mut Client,
     name: &str,
     difficulty: Difficulty,
+    payout: Payout,
     frontend: &str,
 ) -> anyhow::Result<()> {
     let latest = schema_version();
@@ -379,6 +388,19 @@ fn migrate(
                      the same difficulty; start it with --difficulty {theirs}"
                 );
             }
+            let recorded: Option<String> =
+                tx.query_one("SELECT payout FROM pool_head", &[])?.try_get(0)?;
+            match recorded {
+                Some(theirs) if theirs != payout.to_string() => anyhow::bail!(
+                    "the pool in {name} pays {theirs}, and this server was started to pay \
+                     {payout}: every frontend of one pool pays the same way; start it with the \
+                     pool's --payout (and --pplns-shares)"
+                ),
+                Some(_) => {}
+                None => {
+                    tx.execute("UPDATE pool_head SET payout = $1", &[&payout.to_string()])?;
+                }
+            }
         }
         None => {
             let genesis = Block::genesis(crate::ledger::now());
@@ -388,7 +410,10 @@ fn migrate(
                  VALUES (1, $1, NULL, $2, $3)",
                 &[&genesis.hash().to_hex(), &body, &frontend],
             )?;
-            tx.execute("INSERT INTO pool_head (height, difficulty) VALUES (1, $1)", &[&zeros])?;
+            tx.execute(
+                "INSERT INTO pool_head (height, difficulty, payout) VALUES (1, $1, $2)",
+                &[&zeros, &payout.to_string()],
+            )?;
             tracing::info!(database = %name, difficulty = zeros, "created a new chain");
         }
     }

@@ -223,7 +223,7 @@ async fn a_database_outage_is_a_503_and_the_pool_resumes_by_itself() {
 }
 
 #[test]
-fn a_frontend_with_another_difficulty_refuses_to_start() {
+fn a_frontend_with_another_difficulty_or_payout_refuses_to_start() {
     let Some(pg) = pg::server_or_skip() else { return };
     let url = pg.url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -235,6 +235,13 @@ fn a_frontend_with_another_difficulty_refuses_to_start() {
     };
     assert_eq!(code, 1, "{log}");
     assert!(log.contains("start it with --difficulty 3"), "{log}");
+    let Err((code, log)) =
+        spawn_binary_with(&dir.path().join("c"), ZEROS, &["--database", &url, "--payout", "pplns"])
+    else {
+        panic!("a frontend paying another way started");
+    };
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("the pool in") && log.contains("pays solo"), "{log}");
 }
 
 /// Miners racing the test: `ws-miner` (the binary cargo built beside pool-server's) and the
