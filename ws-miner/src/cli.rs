@@ -92,6 +92,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_balance: bool,
 
+    /// Do not mine shares: never ask a pool-server for a share target (`{"type":"shares"}`);
+    /// only block proofs are sent, as to a server without shares.
+    #[arg(long)]
+    pub no_shares: bool,
+
     /// Measure attempts/s of every kernel this CPU has (one thread, then --threads or every
     /// core) next to a course-style Python miner, print the table and exit. Needs no server.
     #[arg(long)]
@@ -204,6 +209,9 @@ pub struct Config {
     /// TLS settings for wss:// and https:// (the system's roots plus `--ca`); `None` when the
     /// endpoint needs no TLS and no `--ca` was given.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Ask a pool-server (over WebSocket) for a share target and mine shares (`--no-shares`
+    /// turns it off).
+    pub shares: bool,
 }
 
 impl Config {
@@ -225,6 +233,7 @@ impl Config {
             poll_interval: POLL_INTERVAL,
             server_balance: true,
             tls: None,
+            shares: true,
         }
         .with_default_tls()
     }
@@ -320,6 +329,7 @@ impl Cli {
             poll_interval: POLL_INTERVAL,
             server_balance: !self.no_balance,
             tls,
+            shares: !self.no_shares,
         })
     }
 }

@@ -32,3 +32,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long one `GET /balance/{id}` may take (after a win, and once for the summary); without an
 /// answer in time the server's balance is left out of that line.
 pub const BALANCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the `shares: …` line (and the `shares` JSON event) is printed while shares are
+/// mined, and how often, at most, the pool is asked for its estimate of this miner
+/// (`GET /workers`).
+pub const SHARES_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The most shares the miner keeps waiting: found and not yet sent (the search threads hand
+/// shares to the network side through a queue of this many), and, separately, sent and not yet
+/// answered on a connection. Past either, further shares are dropped (counted in the summary as
+/// "not sent"), so a pool's very low target or a server that stops answering cannot make the
+/// miner buffer without bound. A pool-server aims at about one share a second.
+pub const MAX_SHARES_QUEUED: usize = 1024;
+
+/// The largest `GET /workers` answer read (a pool-server lists at most 100 workers, a few KiB).
+pub const MAX_WORKERS_BODY_BYTES: usize = 256 * 1024;
