@@ -11,6 +11,7 @@ use url::Url;
 use crate::backoff::BackoffPolicy;
 use crate::error::ConfigError;
 use crate::job::Dialect;
+use crate::limits::SHARES_REPORT_EVERY;
 use crate::output::Format;
 use crate::search::Kernel;
 use crate::watcher::WatchOptions;
@@ -212,6 +213,9 @@ pub struct Config {
     /// Ask a pool-server (over WebSocket) for a share target and mine shares (`--no-shares`
     /// turns it off).
     pub shares: bool,
+    /// How often the `shares` line is printed while shares are mined
+    /// ([`crate::limits::SHARES_REPORT_EVERY`]; tests shorten it).
+    pub shares_report: Duration,
 }
 
 impl Config {
@@ -234,6 +238,7 @@ impl Config {
             server_balance: true,
             tls: None,
             shares: true,
+            shares_report: SHARES_REPORT_EVERY,
         }
         .with_default_tls()
     }
@@ -330,6 +335,7 @@ impl Cli {
             server_balance: !self.no_balance,
             tls,
             shares: !self.no_shares,
+            shares_report: SHARES_REPORT_EVERY,
         })
     }
 }
@@ -436,9 +442,11 @@ mod tests {
             .into_config(&dir)
             .expect("valid");
         assert_eq!(
-            (c.id.as_str(), c.threads, c.format, c.zeros.zeros()),
-            ("zed", 3, Format::Json, 4)
+            (c.id.as_str(), c.threads, c.format, c.zeros.zeros(), c.shares),
+            ("zed", 3, Format::Json, 4, true)
         );
+        let no_shares = cli(&["--no-shares"]).into_config(&dir).expect("valid");
+        assert!(!no_shares.shares && no_shares.server_balance);
         let long = "x".repeat(protocol::message::MAX_ID_CHARS + 1);
         assert!(matches!(cli(&["--id", &long]).into_config(&dir), Err(ConfigError::BadId(_))));
         let escape = cli(&["--id", "a\u{1b}[2J"]).into_config(&dir);

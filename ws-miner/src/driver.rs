@@ -16,7 +16,7 @@ use crate::balance::BalanceProbe;
 use crate::cli::Config;
 use crate::error::Outcome;
 use crate::job::{Work, block_proof};
-use crate::limits::{SHARES_REPORT_EVERY, SHUTDOWN_GRACE};
+use crate::limits::SHUTDOWN_GRACE;
 use crate::miner::{Arrival, Found, Miner, ShareQueue};
 use crate::output::{Event, Reporter, forged};
 use crate::workers::WorkersProbe;
@@ -225,7 +225,7 @@ impl Ctx {
         }
     }
 
-    /// Every [`SHARES_REPORT_EVERY`]: the `shares` line, when the counts changed since the last.
+    /// Every [`crate::limits::SHARES_REPORT_EVERY`]: the `shares` line, when the counts changed since the last.
     pub(crate) fn report_shares(&mut self) {
         let counts = self.miner.share_counts();
         if counts == self.shares_shown {
@@ -240,14 +240,15 @@ impl Ctx {
     }
 
     /// Handles a share the search found: sent to the pool while its block is the one mined and
-    /// a target is set, else dropped (counted in the summary).
+    /// it meets the current target (which may have risen since it was found), else dropped
+    /// (counted in the summary).
     async fn share_found<T: Transport>(&mut self, transport: &mut T, found: Found) -> Step {
         let current = self.miner.current().is_some_and(|work| **work == *found.work);
-        if !current
-            || self.draining
-            || self.miner.share_target().is_none()
-            || !transport.is_connected()
-        {
+        let meets = self
+            .miner
+            .share_target()
+            .is_some_and(|bits| found.work.zero_bits(found.proof) >= u32::from(bits));
+        if !current || !meets || self.draining || !transport.is_connected() {
             self.miner.share_dropped();
             return Step::Continue;
         }
@@ -409,6 +410,12 @@ pub(crate) trait Transport {
         Ok(())
     }
 
+    /// Returns true when a share may be sent now: connected, and fewer than
+    /// [`crate::limits::MAX_SHARES_IN_FLIGHT`] shares await an answer.
+    fn share_window_open(&self) -> bool {
+        false
+    }
+
     /// Sends a share; its answer comes from [`Transport::next`] as an
     /// [`Incoming::ShareVerdict`]. Only called while a share target is set. Returns false when
     /// the share was not sent (too many await an answer).
@@ -466,7 +473,8 @@ pub(crate) async fn drive<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End
 
 async fn drive_on<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End {
     let mut proofs = Proofs::default();
-    let mut shares_report = interval_at(Instant::now() + SHARES_REPORT_EVERY, SHARES_REPORT_EVERY);
+    let every = ctx.config.shares_report.max(Duration::from_millis(10));
+    let mut shares_report = interval_at(Instant::now() + every, every);
     let mut shutdown = ctx.shutdown.clone();
     let mut status = interval(STATUS_EVERY);
     let show_status = ctx.reporter.has_status_line();
@@ -534,7 +542,13 @@ async fn drive_on<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End {
                 ctx.miner.show_status();
                 Step::Continue
             }
-            share = ctx.shares.next() => ctx.share_found(transport, share).await,
+            // Shares wait in the queue while the window is full; without a target they are
+            // taken and dropped.
+            share = ctx.shares.next(),
+                if ctx.miner.share_target().is_none() || transport.share_window_open() =>
+            {
+                ctx.share_found(transport, share).await
+            }
             _ = shares_report.tick() => {
                 ctx.report_shares();
                 Step::Continue

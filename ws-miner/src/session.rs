@@ -28,7 +28,7 @@ use crate::backoff::Backoff;
 use crate::cli::Config;
 use crate::driver::{Ctx, End, Incoming, Transport, Verdict, drive};
 use crate::job::{Dialect, Work};
-use crate::limits::MAX_SHARES_QUEUED;
+use crate::limits::MAX_SHARES_IN_FLIGHT;
 use crate::miner::Found;
 use crate::output::{Event, Reporter};
 use crate::untrusted::preview;
@@ -306,9 +306,14 @@ impl Transport for Session {
         Ok(())
     }
 
+    fn share_window_open(&self) -> bool {
+        self.conn.is_some()
+            && self.sent.iter().filter(|s| matches!(s, Sent::Share(_))).count()
+                < MAX_SHARES_IN_FLIGHT
+    }
+
     async fn send_share(&mut self, share: &Found) -> Result<bool, String> {
-        // A server that stops answering cannot make the miner remember shares without bound.
-        if self.sent.len() >= MAX_SHARES_QUEUED {
+        if !self.share_window_open() {
             return Ok(false);
         }
         // The same frame as a block proof: the pool judges which it is.
