@@ -362,6 +362,10 @@ impl Miner {
             }
             None => "waiting for work".to_owned(),
         };
-        self.reporter.status(format!("{what} | coins: {}", self.totals.coins));
+        let shares = match self.share_bits {
+            Some(bits) => format!(" | shares: {} at {bits} bits", self.totals.shares_accepted),
+            None => String::new(),
+        };
+        self.reporter.status(format!("{what} | coins: {}{shares}", self.totals.coins));
     }
 }

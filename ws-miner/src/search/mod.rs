@@ -9,6 +9,11 @@
 //! Rust) that measures fastest on this CPU, chosen at run time ([`Calibration`]). Workers scan
 //! disjoint proof ranges and look at the stop flag every [`CHECK_EVERY`] attempts.
 //!
+//! Targets are counted in leading zero bits of the digest (a hex zero is 4), so a pool's share
+//! target can step by ×2: [`Searcher::search_shares`] hands every proof that meets a share
+//! target below the block's to a callback and goes on, and stops at a block as
+//! [`Searcher::search`] does. The kernels only see the target's first 32 bits as a mask.
+//!
 //! # Layout
 //! - `layout`: where the digits go, the per-slow-step precomputation, range scans.
 //! - `kernel`: [`Kernel`]; `calibrate`: its run-time choice by a few milliseconds of timing,
