@@ -89,7 +89,8 @@ pub struct Cli {
     pub ca: Option<PathBuf>,
 
     /// Do not ask the server for the id's balance (`GET /balance/{id}`) after a win and for
-    /// the summary.
+    /// the summary, nor for its hashrate figure for the id (`GET /workers`) for the shares
+    /// line (the miner's own estimate from its accepted shares is shown instead).
     #[arg(long)]
     pub no_balance: bool,
 
