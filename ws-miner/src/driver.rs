@@ -225,7 +225,8 @@ impl Ctx {
         }
     }
 
-    /// Every [`crate::limits::SHARES_REPORT_EVERY`]: the `shares` line, when the counts changed since the last.
+    /// Every [`crate::limits::SHARES_REPORT_EVERY`]: the `shares` line, when the counts changed
+    /// since the last one.
     pub(crate) fn report_shares(&mut self) {
         let counts = self.miner.share_counts();
         if counts == self.shares_shown {

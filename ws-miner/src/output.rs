@@ -426,7 +426,8 @@ impl Event {
                 );
                 if s.shares_sent > 0 || s.shares_dropped > 0 {
                     text.push_str(&format!(
-                        "\nsummary: shares: {} sent, {} accepted, {} stale, {} invalid, {} not sent",
+                        "\nsummary: shares: {} sent, {} accepted, {} stale, {} invalid, \
+                         {} not sent",
                         s.shares_sent,
                         s.shares_accepted,
                         s.shares_stale,
