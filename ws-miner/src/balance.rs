@@ -76,6 +76,13 @@ impl BalanceProbe {
 
 /// Returns the `/balance/{id}` URL beside `endpoint`, the id percent-encoded as one segment.
 pub(crate) fn balance_url(endpoint: &Endpoint, id: &str) -> Option<Url> {
+    route_url(endpoint, &["balance", id])
+}
+
+/// Returns the URL of the HTTP route `segments` (each percent-encoded as one segment) beside
+/// `endpoint`: `ws://H/ws` → `http://H/…`, `wss://` → `https://`; under the base URL in the
+/// course HTTP mode.
+pub(crate) fn route_url(endpoint: &Endpoint, segments: &[&str]) -> Option<Url> {
     let mut url = match endpoint {
         Endpoint::WebSocket(ws) => {
             let mut url = ws.clone();
@@ -88,7 +95,7 @@ pub(crate) fn balance_url(endpoint: &Endpoint, id: &str) -> Option<Url> {
     };
     url.set_query(None);
     url.set_fragment(None);
-    url.path_segments_mut().ok()?.pop_if_empty().push("balance").push(id);
+    url.path_segments_mut().ok()?.pop_if_empty().extend(segments);
     Some(url)
 }
 

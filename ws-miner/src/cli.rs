@@ -11,6 +11,7 @@ use url::Url;
 use crate::backoff::BackoffPolicy;
 use crate::error::ConfigError;
 use crate::job::Dialect;
+use crate::limits::SHARES_REPORT_EVERY;
 use crate::output::Format;
 use crate::search::Kernel;
 use crate::watcher::WatchOptions;
@@ -88,9 +89,15 @@ pub struct Cli {
     pub ca: Option<PathBuf>,
 
     /// Do not ask the server for the id's balance (`GET /balance/{id}`) after a win and for
-    /// the summary.
+    /// the summary, nor for its hashrate figure for the id (`GET /workers`) for the shares
+    /// line (the miner's own estimate from its accepted shares is shown instead).
     #[arg(long)]
     pub no_balance: bool,
+
+    /// Do not mine shares: never ask a pool-server for a share target (`{"type":"shares"}`);
+    /// only block proofs are sent, as to a server without shares.
+    #[arg(long)]
+    pub no_shares: bool,
 
     /// Measure attempts/s of every kernel this CPU has (one thread, then --threads or every
     /// core) next to a course-style Python miner, print the table and exit. Needs no server.
@@ -204,6 +211,12 @@ pub struct Config {
     /// TLS settings for wss:// and https:// (the system's roots plus `--ca`); `None` when the
     /// endpoint needs no TLS and no `--ca` was given.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Ask a pool-server (over WebSocket) for a share target and mine shares (`--no-shares`
+    /// turns it off).
+    pub shares: bool,
+    /// How often the `shares` line is printed while shares are mined
+    /// ([`crate::limits::SHARES_REPORT_EVERY`]; tests shorten it).
+    pub shares_report: Duration,
 }
 
 impl Config {
@@ -225,6 +238,8 @@ impl Config {
             poll_interval: POLL_INTERVAL,
             server_balance: true,
             tls: None,
+            shares: true,
+            shares_report: SHARES_REPORT_EVERY,
         }
         .with_default_tls()
     }
@@ -320,6 +335,8 @@ impl Cli {
             poll_interval: POLL_INTERVAL,
             server_balance: !self.no_balance,
             tls,
+            shares: !self.no_shares,
+            shares_report: SHARES_REPORT_EVERY,
         })
     }
 }
@@ -426,9 +443,11 @@ mod tests {
             .into_config(&dir)
             .expect("valid");
         assert_eq!(
-            (c.id.as_str(), c.threads, c.format, c.zeros.zeros()),
-            ("zed", 3, Format::Json, 4)
+            (c.id.as_str(), c.threads, c.format, c.zeros.zeros(), c.shares),
+            ("zed", 3, Format::Json, 4, true)
         );
+        let no_shares = cli(&["--no-shares"]).into_config(&dir).expect("valid");
+        assert!(!no_shares.shares && no_shares.server_balance);
         let long = "x".repeat(protocol::message::MAX_ID_CHARS + 1);
         assert!(matches!(cli(&["--id", &long]).into_config(&dir), Err(ConfigError::BadId(_))));
         let escape = cli(&["--id", "a\u{1b}[2J"]).into_config(&dir);

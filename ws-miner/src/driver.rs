@@ -10,15 +10,16 @@ use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, interval, sleep_until};
+use tokio::time::{Instant, interval, interval_at, sleep_until};
 
 use crate::balance::BalanceProbe;
 use crate::cli::Config;
 use crate::error::Outcome;
 use crate::job::{Work, block_proof};
 use crate::limits::SHUTDOWN_GRACE;
-use crate::miner::{Arrival, Found, Miner};
+use crate::miner::{Arrival, Found, Miner, ShareQueue};
 use crate::output::{Event, Reporter, forged};
+use crate::workers::WorkersProbe;
 
 /// How often the live status line is refreshed.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
@@ -27,6 +28,8 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 pub(crate) struct Ctx {
     pub config: Config,
     pub miner: Miner,
+    /// The shares the miner's searches find.
+    pub shares: ShareQueue,
     pub reporter: Reporter,
     pub shutdown: watch::Receiver<bool>,
     /// `--once`: the block this run is about, once a search has started on it.
@@ -40,6 +43,11 @@ pub(crate) struct Ctx {
     /// With several pools (`ws-miner URL [URL...]`): this pool's part in the failover; `None`
     /// with one server, which the transport retries on its own as long as it fails.
     pub failover: Option<Failover>,
+    /// Asks the pool for its hashrate figure for the id (`GET /workers`) for the `shares`
+    /// line; `None` with `--no-balance`.
+    pub workers: Option<WorkersProbe>,
+    /// The share counts the last `shares` line showed.
+    pub shares_shown: (u64, u64, u64, u64),
 }
 
 /// A transport's part in the failover across several pools (see `pools`): it leaves its pool
@@ -217,6 +225,42 @@ impl Ctx {
         }
     }
 
+    /// Every [`crate::limits::SHARES_REPORT_EVERY`]: the `shares` line, when the counts changed
+    /// since the last one.
+    pub(crate) fn report_shares(&mut self) {
+        let counts = self.miner.share_counts();
+        if counts == self.shares_shown {
+            return;
+        }
+        self.shares_shown = counts;
+        let event = self.miner.shares_report();
+        match self.workers.as_mut() {
+            Some(workers) => workers.report(event, &self.reporter),
+            None => self.reporter.emit(event),
+        }
+    }
+
+    /// Handles a share the search found: sent to the pool while its block is the one mined and
+    /// it meets the current target (which may have risen since it was found), else dropped
+    /// (counted in the summary).
+    async fn share_found<T: Transport>(&mut self, transport: &mut T, found: Found) -> Step {
+        let current = self.miner.current().is_some_and(|work| **work == *found.work);
+        let meets = self
+            .miner
+            .share_target()
+            .is_some_and(|bits| found.work.zero_bits(found.proof) >= u32::from(bits));
+        if !current || !meets || self.draining || !transport.is_connected() {
+            self.miner.share_dropped();
+            return Step::Continue;
+        }
+        match transport.send_share(&found).await {
+            Ok(true) => self.miner.share_sent(),
+            Ok(false) => self.miner.share_dropped(),
+            Err(reason) => return Step::Lost(reason),
+        }
+        Step::Continue
+    }
+
     /// Returns the outcome that ends a `--once` run after a search was aborted.
     pub(crate) fn once_after_abort(&self) -> Option<Outcome> {
         self.config.once.then_some(Outcome::Lost)
@@ -303,6 +347,23 @@ pub(crate) enum Incoming {
     },
     /// An error message from the server: the answer to the oldest proof sent, if one awaits.
     Error(String),
+    /// The pool set (or changed) this connection's share target: leading zero bits.
+    ShareTarget(u8),
+    /// The pool's answer to a share sent on this connection.
+    ShareVerdict {
+        /// The share.
+        found: Found,
+        /// Whether it was counted.
+        accepted: bool,
+        /// Why not (`"stale"`, `"invalid"`, `"duplicate"`, `"error"`); `None` when counted.
+        reason: Option<&'static str>,
+        /// The target it was judged at.
+        bits: u8,
+        /// The pool's words.
+        message: String,
+    },
+    /// The server answered the share opt-in with an error (it has no shares): why.
+    SharesRefused(String),
     /// No connection could be opened: why. Nothing was open.
     Unreachable(String),
     /// The open connection is gone: why. No answer comes for the proofs sent on it.
@@ -341,6 +402,31 @@ pub(crate) trait Transport {
     /// Returns true while a connection is open (answers can still come on it).
     fn is_connected(&self) -> bool;
 
+    /// Called once a connection works: asks the server for shares when the transport has them
+    /// (an [`Incoming::ShareTarget`] then follows). The course HTTP protocol has none.
+    ///
+    /// # Errors
+    /// Why the connection is gone.
+    async fn opt_in(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Returns true when a share may be sent now: connected, and fewer than
+    /// [`crate::limits::MAX_SHARES_IN_FLIGHT`] shares await an answer.
+    fn share_window_open(&self) -> bool {
+        false
+    }
+
+    /// Sends a share; its answer comes from [`Transport::next`] as an
+    /// [`Incoming::ShareVerdict`]. Only called while a share target is set. Returns false when
+    /// the share was not sent (too many await an answer).
+    ///
+    /// # Errors
+    /// Why the connection is gone.
+    async fn send_share(&mut self, _share: &Found) -> Result<bool, String> {
+        Ok(false)
+    }
+
     /// Returns the server's URL, for lines.
     fn url(&self) -> String;
 }
@@ -378,7 +464,18 @@ enum Step {
 /// Mines over `transport` until the run ends, or, with several pools, until this pool fails or
 /// an earlier one answers again (unjudged proofs are then carried in the context).
 pub(crate) async fn drive<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End {
+    let end = drive_on(ctx, transport).await;
+    if !matches!(end, End::Done(_)) {
+        // The next transport (or pool) sets its own share target, if any.
+        ctx.miner.set_share_target(None).await;
+    }
+    end
+}
+
+async fn drive_on<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End {
     let mut proofs = Proofs::default();
+    let every = ctx.config.shares_report.max(Duration::from_millis(10));
+    let mut shares_report = interval_at(Instant::now() + every, every);
     let mut shutdown = ctx.shutdown.clone();
     let mut status = interval(STATUS_EVERY);
     let show_status = ctx.reporter.has_status_line();
@@ -446,11 +543,26 @@ pub(crate) async fn drive<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End
                 ctx.miner.show_status();
                 Step::Continue
             }
+            // Shares wait in the queue while the window is full; without a target they are
+            // taken and dropped.
+            share = ctx.shares.next(),
+                if ctx.miner.share_target().is_none() || transport.share_window_open() =>
+            {
+                ctx.share_found(transport, share).await
+            }
+            _ = shares_report.tick() => {
+                ctx.report_shares();
+                Step::Continue
+            }
         };
         match step {
             Step::Continue => {}
             Step::End(end) => return end,
-            Step::Lost(reason) => lose(ctx, transport, &mut proofs, reason),
+            Step::Lost(reason) => {
+                // A new connection gets a new share target.
+                ctx.miner.set_share_target(None).await;
+                lose(ctx, transport, &mut proofs, reason);
+            }
         }
     }
 }
@@ -467,6 +579,31 @@ async fn on_incoming<T: Transport>(
         Incoming::Connected { url, protocol } => {
             ctx.reached = true;
             ctx.reporter.emit(Event::Connected { url, protocol });
+            match transport.opt_in().await {
+                Ok(()) => Step::Continue,
+                Err(reason) => Step::Lost(reason),
+            }
+        }
+        Incoming::ShareTarget(bits) => {
+            ctx.reporter.emit(Event::ShareTarget { bits });
+            ctx.miner.set_share_target(Some(bits)).await;
+            Step::Continue
+        }
+        Incoming::ShareVerdict { found, accepted, reason, bits, message } => {
+            ctx.miner.share_judged(accepted, reason == Some("stale"), bits);
+            ctx.reporter.emit(Event::ShareResult {
+                index: found.work.index,
+                proof: found.proof,
+                accepted,
+                reason,
+                bits,
+                message,
+            });
+            Step::Continue
+        }
+        Incoming::SharesRefused(message) => {
+            ctx.reporter.emit(Event::SharesRefused { message });
+            ctx.miner.set_share_target(None).await;
             Step::Continue
         }
         Incoming::Block { block, work } => {

@@ -187,6 +187,17 @@ impl Work {
         self.job.difficulty
     }
 
+    /// Returns the leading zero bits of `proof`'s digest for this work (a share's worth).
+    pub fn zero_bits(&self, proof: u64) -> u32 {
+        use sha2::{Digest, Sha256};
+        let digest: [u8; 32] = Sha256::new()
+            .chain_update(&self.job.prefix)
+            .chain_update(proof.to_string())
+            .finalize()
+            .into();
+        protocol::share::leading_zero_bits(&digest)
+    }
+
     /// Returns true when `proof` solves this work.
     pub fn is_solved_by(&self, proof: u64) -> bool {
         self.dialect.is_valid_proof(&self.block_string, proof, self.difficulty())

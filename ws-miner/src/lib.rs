@@ -20,6 +20,8 @@
 //! - [`search`]: the proof search (the hot loop), behind one small interface.
 //! - [`watcher`]: `ws-miner watch`, which prints the blocks a pool-server pushes (no mining).
 //! - `websocket` (private): opening a WebSocket, for the session and the watcher.
+//! - `workers` (private): the pool's hashrate figure for the id (`GET /workers`), for the
+//!   `shares` line.
 
 pub mod backoff;
 mod balance;
@@ -40,6 +42,7 @@ pub mod tls;
 pub mod untrusted;
 pub mod watcher;
 mod websocket;
+mod workers;
 
 pub use cli::{Cli, Config, Endpoint};
 pub use error::{ConfigError, Exit, Outcome};
@@ -52,6 +55,7 @@ use crate::balance::BalanceProbe;
 use crate::driver::Ctx;
 use crate::miner::Miner;
 use crate::search::Searcher;
+use crate::workers::WorkersProbe;
 
 /// Returns an HTTP client with the run's TLS settings (the system's roots plus `--ca`).
 pub(crate) fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
@@ -80,7 +84,8 @@ pub async fn run(
     let searcher = Searcher::with_kernel(config.kernel, config.threads)
         .unwrap_or_else(|_| Searcher::new(config.threads))
         .with_nice(config.nice);
-    let miner = Miner::new(searcher, reporter.clone());
+    let mut miner = Miner::new(searcher, reporter.clone());
+    let shares = miner.share_queue();
     let endpoint = config.endpoint.clone();
     let balance = if config.server_balance {
         http_client(&config)
@@ -89,9 +94,18 @@ pub async fn run(
     } else {
         None
     };
+    // Only a WebSocket pool can set a share target; `--no-balance` asks nothing over HTTP.
+    let workers = if config.server_balance && config.shares {
+        http_client(&config)
+            .ok()
+            .and_then(|client| WorkersProbe::new(&endpoint, &config.id, client))
+    } else {
+        None
+    };
     let mut ctx = Ctx {
         config,
         miner,
+        shares,
         reporter: reporter.clone(),
         shutdown: stop_rx,
         once_block: None,
@@ -99,6 +113,8 @@ pub async fn run(
         reached: false,
         draining: false,
         failover: None,
+        workers,
+        shares_shown: (0, 0, 0, 0),
     };
     let outcome = if ctx.config.failover.is_empty() {
         // One server: its transport retries it as long as it fails; it never leaves.

@@ -32,3 +32,26 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long one `GET /balance/{id}` may take (after a win, and once for the summary); without an
 /// answer in time the server's balance is left out of that line.
 pub const BALANCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the `shares: …` line (and the `shares` JSON event) is printed while shares are
+/// mined, and how often, at most, the pool is asked for its estimate of this miner
+/// (`GET /workers`).
+pub const SHARES_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The most shares found and not yet sent that the miner keeps (the search threads hand shares
+/// to the network side through a queue of this many); past it, further shares are dropped
+/// (counted in the summary as "not sent"), so a pool's very low target cannot make the miner
+/// buffer without bound. A pool-server aims at about one share a second.
+pub const MAX_SHARES_QUEUED: usize = 1024;
+
+/// The most shares sent on a connection and not yet answered; the next waits for an answer.
+///
+/// A pool-server raises a connection's target after 8 accepted shares, and judges the shares
+/// already on their way at the new target, so they count as invalid; it cuts a connection off
+/// once more than half of its shares were invalid. With at most this many in flight, a raise
+/// makes at most 3 invalid shares per 8 accepted. (Shares still queued are checked against the
+/// new target before they are sent.)
+pub const MAX_SHARES_IN_FLIGHT: usize = 4;
+
+/// The largest `GET /workers` answer read (a pool-server lists at most 100 workers, a few KiB).
+pub const MAX_WORKERS_BODY_BYTES: usize = 256 * 1024;

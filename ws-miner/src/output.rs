@@ -172,6 +172,56 @@ pub enum Event {
         /// The number of the block that pool is forging (its last block's index + 1).
         server_block: Option<u64>,
     },
+    /// The pool set (or changed) this connection's share target (`--json` only).
+    ShareTarget {
+        /// Leading zero bits a share needs.
+        bits: u8,
+    },
+    /// The pool's answer to one share (`--json` only: a fast machine sends many; plain output
+    /// has the periodic [`Event::Shares`] line instead).
+    ShareResult {
+        /// The index of the block the share was mined on.
+        index: Option<u64>,
+        /// The proof.
+        proof: u64,
+        /// Whether the pool counted it.
+        accepted: bool,
+        /// Why not: `"stale"`, `"invalid"`, `"duplicate"`, or `"error"` (an `error` frame
+        /// answered it, e.g. a rate limit); `null` when counted.
+        reason: Option<&'static str>,
+        /// The target it was judged at (leading zero bits).
+        bits: u8,
+        /// The pool's words.
+        message: String,
+    },
+    /// Every [`crate::limits::SHARES_REPORT_EVERY`] while shares are mined, when something
+    /// changed: the share counts so far, and the pool's view of this miner's hashrate beside
+    /// the miner's own.
+    Shares {
+        /// Shares the pool counted in this run.
+        accepted: u64,
+        /// Shares refused as stale (their block was already won).
+        stale: u64,
+        /// Shares refused as invalid (below the target), answered by an `error` frame, or
+        /// duplicates.
+        invalid: u64,
+        /// The current share target (leading zero bits); `None` when none is set.
+        bits: Option<u8>,
+        /// The pool's estimate of this miner's hashrate (hashes/s): its `GET /workers` figure
+        /// for this id when it answers, else Σ 2^bits of the accepted shares over the time
+        /// since the first share target.
+        pool_hashrate: f64,
+        /// Where `pool_hashrate` comes from: `"workers"` or `"shares"`.
+        pool_source: &'static str,
+        /// The miner's own hashrate: attempts over time searched, this run.
+        hashrate: f64,
+    },
+    /// The server answered the share opt-in with an `error` (a server without shares): mining
+    /// goes on for blocks only, as before. Said once per pool.
+    SharesRefused {
+        /// The server's words.
+        message: String,
+    },
     /// Something the server sent could not be used; it was ignored.
     Ignored {
         /// What and why.
@@ -208,6 +258,18 @@ pub struct Summary {
     pub search_secs: f64,
     /// Seconds since the start.
     pub run_secs: f64,
+    /// Shares sent to pools that set a share target (0 with `--no-shares` or servers without
+    /// shares).
+    pub shares_sent: u64,
+    /// Shares the pool counted.
+    pub shares_accepted: u64,
+    /// Shares refused as stale.
+    pub shares_stale: u64,
+    /// Shares refused as invalid, answered by an `error` frame, or duplicates.
+    pub shares_invalid: u64,
+    /// Shares found but not sent: their block was gone, the connection was down, or more than
+    /// [`crate::limits::MAX_SHARES_QUEUED`] were waiting.
+    pub shares_dropped: u64,
 }
 
 impl Summary {
@@ -319,23 +381,69 @@ impl Event {
                 block_name(*block),
                 block_name(*server_block)
             ),
+            Event::ShareTarget { bits } => format!("share target: {bits} bits"),
+            Event::ShareResult { proof, accepted, reason, bits, message, .. } => {
+                let verdict = if *accepted { "accepted" } else { reason.unwrap_or("refused") };
+                format!("share {proof} at {bits} bits {verdict}: {message}")
+            }
+            Event::Shares {
+                accepted,
+                stale,
+                invalid,
+                bits,
+                pool_hashrate,
+                pool_source,
+                hashrate,
+            } => {
+                let at = bits.map_or(String::new(), |b| format!(" at {b} bits"));
+                let by = if *pool_source == "workers" { "by the pool" } else { "by shares" };
+                format!(
+                    "shares: {accepted} accepted ({stale} stale, {invalid} invalid){at}; ~{} {by}, \
+                     {} measured",
+                    format_hashrate(*pool_hashrate),
+                    format_hashrate(*hashrate)
+                )
+            }
+            Event::SharesRefused { message } => {
+                format!("the server takes no shares ({message}); mining for blocks only")
+            }
             Event::Ignored { what } => format!("ignored from the server: {what}"),
             Event::ServerError { message } => format!("server error: {message}"),
-            Event::Summary(s) => format!(
-                "summary: {} blocks won, coins: {}, proofs rejected: {} stale, {} invalid, \
-                 {} searches aborted by a new block\n\
-                 summary: {} attempts in {:.2}s of search ({} average), run time {:.2}s",
-                s.blocks_won,
-                coins_text(s.coins, s.server_coins),
-                s.rejected_stale,
-                s.rejected_invalid,
-                s.aborted,
-                s.attempts,
-                s.search_secs,
-                format_hashrate(s.hashrate()),
-                s.run_secs
-            ),
+            Event::Summary(s) => {
+                let mut text = format!(
+                    "summary: {} blocks won, coins: {}, proofs rejected: {} stale, {} invalid, \
+                     {} searches aborted by a new block\n\
+                     summary: {} attempts in {:.2}s of search ({} average), run time {:.2}s",
+                    s.blocks_won,
+                    coins_text(s.coins, s.server_coins),
+                    s.rejected_stale,
+                    s.rejected_invalid,
+                    s.aborted,
+                    s.attempts,
+                    s.search_secs,
+                    format_hashrate(s.hashrate()),
+                    s.run_secs
+                );
+                if s.shares_sent > 0 || s.shares_dropped > 0 {
+                    text.push_str(&format!(
+                        "\nsummary: shares: {} sent, {} accepted, {} stale, {} invalid, \
+                         {} not sent",
+                        s.shares_sent,
+                        s.shares_accepted,
+                        s.shares_stale,
+                        s.shares_invalid,
+                        s.shares_dropped
+                    ));
+                }
+                text
+            }
         }
+    }
+
+    /// Returns true for events printed only with `--json` (one per share, or per target
+    /// change: too many lines for a terminal on a fast machine).
+    pub fn is_json_only(&self) -> bool {
+        matches!(self, Event::ShareResult { .. } | Event::ShareTarget { .. })
     }
 
     /// Returns this event with every string field passed through [`sanitize`]: what a server
@@ -365,12 +473,18 @@ impl Event {
             Event::ProofNotSent { index, block, proof, server, server_block } => {
                 Event::ProofNotSent { index, block, proof, server: s(server), server_block }
             }
+            Event::ShareResult { index, proof, accepted, reason, bits, message } => {
+                Event::ShareResult { index, proof, accepted, reason, bits, message: s(message) }
+            }
+            Event::SharesRefused { message } => Event::SharesRefused { message: s(message) },
             Event::Ignored { what } => Event::Ignored { what: s(what) },
             Event::ServerError { message } => Event::ServerError { message: s(message) },
             other @ (Event::SearchStarted { .. }
             | Event::SearchFinished { .. }
             | Event::SearchAborted { .. }
             | Event::ProofDropped { .. }
+            | Event::ShareTarget { .. }
+            | Event::Shares { .. }
             | Event::Summary(_)) => other,
         }
     }
@@ -463,18 +577,19 @@ impl Reporter {
             // A panic while printing cannot leave the sink in a state worth refusing.
             Err(poisoned) => poisoned.into_inner(),
         };
-        let text = match (inner.format, &event) {
-            (Format::Quiet, Event::Summary(_)) | (Format::Plain, _) => event.to_plain(),
-            (Format::Json, _) => event.to_json_line(SystemTime::now()),
-            (Format::Quiet, _) => return,
-        };
-        let Inner { sink, bar, .. } = &mut *inner;
+        let Inner { sink, bar, format } = &mut *inner;
         match sink {
             Sink::Channel(tx) => {
                 // The test that owns the receiver may have finished; nothing to do then.
                 let _ = tx.send(event);
             }
             Sink::Writer(out) => {
+                let text = match (*format, &event) {
+                    (Format::Plain, e) if e.is_json_only() => return,
+                    (Format::Quiet, Event::Summary(_)) | (Format::Plain, _) => event.to_plain(),
+                    (Format::Json, _) => event.to_json_line(SystemTime::now()),
+                    (Format::Quiet, _) => return,
+                };
                 let mut write = || {
                     // A closed stdout (e.g. `| head`) must not stop the miner.
                     let _ = writeln!(out, "{text}");

@@ -5,9 +5,16 @@
 //! The search is independent of the connection: it keeps running while the miner reconnects, and
 //! a proof found meanwhile is sent when the server is back (if its block is still current).
 //! Every frame is untrusted: what cannot be used is reported in one line and ignored.
+//!
+//! Shares: on each connection the session opts in (`{"type":"shares"}`, unless `--no-shares`);
+//! a pool-server answers with its share target, a server without shares with an `error` (one
+//! line, then blocks only, as before), a scripted one perhaps not at all. Answers come in the
+//! order things were sent, so the session keeps that order (`sent`) to tell which proof or
+//! share an `error` frame answers.
 
 use futures_util::StreamExt;
 use protocol::{ClientMessage, Difficulty, ProofSubmission, ServerMessage};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +28,7 @@ use crate::backoff::Backoff;
 use crate::cli::Config;
 use crate::driver::{Ctx, End, Incoming, Transport, Verdict, drive};
 use crate::job::{Dialect, Work};
+use crate::limits::MAX_SHARES_IN_FLIGHT;
 use crate::miner::Found;
 use crate::output::{Event, Reporter};
 use crate::untrusted::preview;
@@ -56,6 +64,24 @@ pub(crate) struct Session {
     retry_at: Instant,
     last_read: Instant,
     keepalive: Interval,
+    /// Opt in to shares on each connection (`--no-shares` turns it off).
+    shares: bool,
+    /// The opt-in was sent on this connection and nothing has answered it yet.
+    opt_in_pending: bool,
+    /// The refusal of the opt-in was reported (once per session).
+    refusal_told: bool,
+    /// This connection's share target.
+    target: Option<u8>,
+    /// What was sent on this connection and not answered yet, oldest first.
+    sent: VecDeque<Sent>,
+}
+
+/// Something sent that the server answers.
+enum Sent {
+    /// A block proof (answered `result`, or `error`).
+    Proof,
+    /// A share (answered `share`, or `error`).
+    Share(Found),
 }
 
 impl Session {
@@ -76,6 +102,11 @@ impl Session {
             retry_at: Instant::now(),
             last_read: Instant::now(),
             keepalive,
+            shares: config.shares,
+            opt_in_pending: false,
+            refusal_told: false,
+            target: None,
+            sent: VecDeque::new(),
         }
     }
 
@@ -93,6 +124,9 @@ impl Session {
         let error = match attempt {
             Ok(Ok(ws)) => {
                 self.conn = Some(ws);
+                self.sent.clear();
+                self.opt_in_pending = false;
+                self.target = None;
                 self.last_read = Instant::now();
                 // The first ping is due one interval after connecting.
                 self.keepalive.reset();
@@ -153,6 +187,11 @@ impl Session {
                 Some(Incoming::Block { block, work })
             }
             ServerMessage::Result { accepted, message, reason, index } => {
+                // The first answer is not the opt-in's: this server ignores it.
+                self.opt_in_pending = false;
+                if let Some(at) = self.sent.iter().position(|s| matches!(s, Sent::Proof)) {
+                    self.sent.remove(at);
+                }
                 let verdict = match (accepted, reason) {
                     (true, _) => Verdict::Accepted,
                     (false, Some(protocol::RejectReason::Stale)) => Verdict::Stale,
@@ -163,7 +202,43 @@ impl Session {
                 let won = (verdict == Verdict::Accepted && index > 0).then_some(index);
                 Some(Incoming::Verdict { verdict, message, won, frame: preview(text), then: None })
             }
-            ServerMessage::Error { message } => Some(Incoming::Error(message)),
+            ServerMessage::Error { message } => {
+                let pending = std::mem::replace(&mut self.opt_in_pending, false);
+                // The opt-in is sent before any proof, so a server that answers it answers it
+                // first: an `error` then is its refusal (a server without shares).
+                if pending && (self.sent.is_empty() || message.contains("shares")) {
+                    if std::mem::replace(&mut self.refusal_told, true) {
+                        return None;
+                    }
+                    return Some(Incoming::SharesRefused(message));
+                }
+                match self.sent.pop_front() {
+                    Some(Sent::Share(found)) => Some(Incoming::ShareVerdict {
+                        found,
+                        accepted: false,
+                        reason: Some("error"),
+                        bits: self.target.unwrap_or(0),
+                        message,
+                    }),
+                    Some(Sent::Proof) | None => Some(Incoming::Error(message)),
+                }
+            }
+            ServerMessage::ShareTarget { bits } if self.shares => {
+                self.opt_in_pending = false;
+                self.target = Some(bits);
+                Some(Incoming::ShareTarget(bits))
+            }
+            ServerMessage::Share { accepted, message, reason, bits, .. } => {
+                let Some(at) = self.sent.iter().position(|s| matches!(s, Sent::Share(_))) else {
+                    self.reporter.emit(Event::Ignored {
+                        what: format!("a share answer for no share of ours: {}", preview(text)),
+                    });
+                    return None;
+                };
+                let Some(Sent::Share(found)) = self.sent.remove(at) else { return None };
+                let reason = reason.map(protocol::share::ShareReject::as_str);
+                Some(Incoming::ShareVerdict { found, accepted, reason, bits, message })
+            }
             other => {
                 self.reporter
                     .emit(Event::Ignored { what: format!("an unexpected message: {other:?}") });
@@ -217,7 +292,39 @@ impl Transport for Session {
             id: self.id.clone(),
             index: found.work.index,
         });
-        self.send_message(Message::text(message.to_json())).await
+        self.send_message(Message::text(message.to_json())).await?;
+        self.sent.push_back(Sent::Proof);
+        Ok(())
+    }
+
+    async fn opt_in(&mut self) -> Result<(), String> {
+        if !self.shares {
+            return Ok(());
+        }
+        self.send_message(Message::text(ClientMessage::Shares.to_json())).await?;
+        self.opt_in_pending = true;
+        Ok(())
+    }
+
+    fn share_window_open(&self) -> bool {
+        self.conn.is_some()
+            && self.sent.iter().filter(|s| matches!(s, Sent::Share(_))).count()
+                < MAX_SHARES_IN_FLIGHT
+    }
+
+    async fn send_share(&mut self, share: &Found) -> Result<bool, String> {
+        if !self.share_window_open() {
+            return Ok(false);
+        }
+        // The same frame as a block proof: the pool judges which it is.
+        let message = ClientMessage::Proof(ProofSubmission {
+            proof: share.proof,
+            id: self.id.clone(),
+            index: share.work.index,
+        });
+        self.send_message(Message::text(message.to_json())).await?;
+        self.sent.push_back(Sent::Share(share.clone()));
+        Ok(true)
     }
 
     async fn request_block(&mut self) -> Result<(), String> {

@@ -151,9 +151,12 @@ async fn play(once: bool, failing_sends: usize, cues: Vec<(usize, Cue)>) -> Run 
     let endpoint = Endpoint::WebSocket("ws://127.0.0.1:9/ws".parse().expect("a URL"));
     let mut config = Config::new(endpoint, "me");
     config.once = once;
+    let mut miner = Miner::new(Searcher::new(1), reporter.clone());
+    let shares = miner.share_queue();
     let mut ctx = Ctx {
         config,
-        miner: Miner::new(Searcher::new(1), reporter.clone()),
+        miner,
+        shares,
         reporter,
         shutdown,
         once_block: None,
@@ -161,6 +164,8 @@ async fn play(once: bool, failing_sends: usize, cues: Vec<(usize, Cue)>) -> Run 
         reached: false,
         draining: false,
         failover: None,
+        workers: None,
+        shares_shown: (0, 0, 0, 0),
     };
     let mut script = Script {
         cues: cues.into(),

@@ -230,3 +230,48 @@ fn json_events_have_a_stable_shape() {
     {"event":"balance","id":"alice","coins":2,"server_coins":212}
     "#);
 }
+
+#[test]
+fn share_events_are_json_lines_and_one_plain_line_every_so_often() {
+    use crate::output::Event;
+    let result = Event::ShareResult {
+        index: Some(3),
+        proof: 77,
+        accepted: false,
+        reason: Some("stale"),
+        bits: 20,
+        message: "block 3 was already won".into(),
+    };
+    assert_eq!(
+        result.to_json(),
+        r#"{"event":"share_result","index":3,"proof":77,"accepted":false,"reason":"stale","bits":20,"message":"block 3 was already won"}"#
+    );
+    let target = Event::ShareTarget { bits: 20 };
+    assert_eq!(target.to_json(), r#"{"event":"share_target","bits":20}"#);
+    // One per share or retarget: JSON only.
+    assert!(result.is_json_only() && target.is_json_only());
+    let line = Event::Shares {
+        accepted: 12,
+        stale: 1,
+        invalid: 2,
+        bits: Some(24),
+        pool_hashrate: 41.5e6,
+        pool_source: "workers",
+        hashrate: 45e6,
+    };
+    assert!(!line.is_json_only());
+    assert_eq!(
+        line.to_plain(),
+        "shares: 12 accepted (1 stale, 2 invalid) at 24 bits; ~41.50 MH/s by the pool, \
+         45.00 MH/s measured"
+    );
+    assert_eq!(
+        line.to_json(),
+        r#"{"event":"shares","accepted":12,"stale":1,"invalid":2,"bits":24,"pool_hashrate":41500000.0,"pool_source":"workers","hashrate":45000000.0}"#
+    );
+    let refused = Event::SharesRefused { message: "unknown message type \"shares\"".into() };
+    assert_eq!(
+        refused.to_plain(),
+        "the server takes no shares (unknown message type \"shares\"); mining for blocks only"
+    );
+}

@@ -18,7 +18,7 @@
 use super::CHECK_EVERY;
 use super::kernel::Kernel;
 use super::sha::{IV, first_rounds};
-use protocol::Difficulty;
+use protocol::share::leading_zero_bits;
 use sha2::digest::generic_array::GenericArray;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,12 +92,12 @@ impl<'a> Prefix<'a> {
         self.tail.len()
     }
 
-    /// Returns true when `proof` really meets `difficulty` (the straightforward hash).
-    pub(crate) fn is_valid(&self, proof: u64, difficulty: Difficulty) -> bool {
+    /// Returns the leading zero bits of `proof`'s digest (the straightforward hash).
+    pub(crate) fn zero_bits(&self, proof: u64) -> u32 {
         let mut buf = [0; 20];
         let digest: [u8; 32] =
             self.hasher.clone().chain_update(decimal(proof, &mut buf)).finalize().into();
-        difficulty.is_met_by(&digest)
+        leading_zero_bits(&digest)
     }
 }
 
@@ -144,10 +144,10 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
 }
 
-/// Returns the first-word mask for `difficulty`: its first min(D, 8) hex digits.
-pub(crate) fn first_word_mask(difficulty: Difficulty) -> u32 {
-    let zeros = u32::from(difficulty.zeros()).min(8);
-    if zeros == 8 { u32::MAX } else { !(u32::MAX >> (4 * zeros)) }
+/// Returns the first-word mask for a target of `bits` leading zero bits: its first
+/// min(bits, 32) bits (a difficulty of D hex zeroes is 4·D bits).
+pub(crate) fn first_word_mask(bits: u32) -> u32 {
+    if bits >= 32 { u32::MAX } else { !(u32::MAX >> bits) }
 }
 
 /// Where `n`-digit proofs go for a given tail.
@@ -244,11 +244,12 @@ pub(crate) enum Scan {
     Stopped,
 }
 
-/// Tries the proofs `lo..=hi` in increasing order with `kernel` and returns the first valid one.
+/// Tries the proofs `lo..=hi` in increasing order with `kernel` and returns the first whose
+/// digest has at least `bits` leading zero bits.
 pub(crate) fn scan_range(
     kernel: Kernel,
     prefix: &Prefix<'_>,
-    difficulty: Difficulty,
+    bits: u32,
     lo: u64,
     hi: u64,
     progress: &mut Progress<'_>,
@@ -259,8 +260,8 @@ pub(crate) fn scan_range(
     for n in digit_count(lo)..=digit_count(hi) {
         let (a, b) = (lo.max(digits_start(n)), hi.min(digits_end_uncapped(n)));
         let outcome = match Layout::new(prefix.tail_len(), n as usize) {
-            Some(layout) => scan_layout(kernel, prefix, difficulty, &layout, a, b, progress),
-            None => scan_slow(prefix, difficulty, a, b, progress),
+            Some(layout) => scan_layout(kernel, prefix, bits, &layout, a, b, progress),
+            None => scan_slow(prefix, bits, a, b, progress),
         };
         if outcome != Scan::Exhausted {
             return outcome;
@@ -278,14 +279,14 @@ fn digits_end_uncapped(n: u32) -> u64 {
 /// counts whose layout needs two compressions per attempt, which no plan contains.
 fn scan_slow(
     prefix: &Prefix<'_>,
-    difficulty: Difficulty,
+    bits: u32,
     lo: u64,
     hi: u64,
     progress: &mut Progress<'_>,
 ) -> Scan {
     let mut proof = lo;
     loop {
-        if prefix.is_valid(proof, difficulty) {
+        if prefix.zero_bits(proof) >= bits {
             progress.add(1);
             return Scan::Found(proof);
         }
@@ -303,14 +304,14 @@ fn scan_slow(
 fn scan_layout(
     kernel: Kernel,
     prefix: &Prefix<'_>,
-    difficulty: Difficulty,
+    bits: u32,
     layout: &Layout,
     lo: u64,
     hi: u64,
     progress: &mut Progress<'_>,
 ) -> Scan {
     let step = 10u64.pow(layout.fast as u32);
-    let mask = first_word_mask(difficulty);
+    let mask = first_word_mask(bits);
     let bit_len = (prefix.len + layout.n as u64) * 8;
     // The chaining value for the spill case depends on the digits in the tail's block.
     let pre_div = 10u64.checked_pow((layout.n - layout.pre) as u32).unwrap_or(u64::MAX);
@@ -374,16 +375,12 @@ fn scan_layout(
             if let Some(hit) = kernel.scan(&prepared, f, end) {
                 let candidate = base + hit as u64;
                 let keep_going = progress.add((hit - f + 1) as u64);
-                if prefix.is_valid(candidate, difficulty) {
+                if prefix.zero_bits(candidate) >= bits {
                     return Scan::Found(candidate);
                 }
-                // Up to 8 hex zeroes the mask is the whole target: a candidate that fails the
-                // full check means a broken kernel or layout, which the tests must see.
-                debug_assert!(
-                    difficulty.zeros() > 8,
-                    "{} kernel false positive {candidate}",
-                    kernel
-                );
+                // Up to 32 bits the mask is the whole target: a candidate that fails the full
+                // check means a broken kernel or layout, which the tests must see.
+                debug_assert!(bits > 32, "{} kernel false positive {candidate}", kernel);
                 if candidate == hi {
                     return Scan::Exhausted;
                 }

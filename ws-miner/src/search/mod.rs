@@ -9,6 +9,11 @@
 //! Rust) that measures fastest on this CPU, chosen at run time ([`Calibration`]). Workers scan
 //! disjoint proof ranges and look at the stop flag every [`CHECK_EVERY`] attempts.
 //!
+//! Targets are counted in leading zero bits of the digest (a hex zero is 4), so a pool's share
+//! target can step by ×2: [`Searcher::search_shares`] hands every proof that meets a share
+//! target below the block's to a callback and goes on, and stops at a block as
+//! [`Searcher::search`] does. The kernels only see the target's first 32 bits as a mask.
+//!
 //! # Layout
 //! - `layout`: where the digits go, the per-slow-step precomputation, range scans.
 //! - `kernel`: [`Kernel`]; `calibrate`: its run-time choice by a few milliseconds of timing,
@@ -65,6 +70,11 @@ impl Job {
     /// counts for which one attempt is one compression. Every proof is at most [`MAX_PROOF`].
     pub fn proof_ranges(&self) -> Vec<(u64, u64)> {
         layout::plan(self.prefix.len() % 64)
+    }
+
+    /// Returns the leading zero bits a proof of this job needs: 4 per hex zero.
+    pub fn bits(&self) -> u32 {
+        4 * u32::from(self.difficulty.zeros())
     }
 }
 
@@ -141,6 +151,23 @@ impl Searcher {
         stop: &AtomicBool,
         attempts: &AtomicU64,
     ) -> Option<u64> {
+        self.search_shares(job, None, seed, stop, attempts, &|_| {})
+    }
+
+    /// As [`Searcher::search`], and with `share_bits` (a pool's share target, in leading zero
+    /// bits) also hands every proof whose digest has at least that many leading zero bits, but
+    /// not the job's difficulty, to `on_share` (from the worker that found it, in increasing
+    /// order within each worker's slice) and goes on searching. A target at or above the job's
+    /// difficulty ([`Job::bits`]) finds blocks only.
+    pub fn search_shares(
+        &self,
+        job: &Job,
+        share_bits: Option<u8>,
+        seed: u64,
+        stop: &AtomicBool,
+        attempts: &AtomicU64,
+        on_share: &(dyn Fn(u64) + Sync),
+    ) -> Option<u64> {
         let prefix = Prefix::new(&job.prefix);
         let ranges = job.proof_ranges();
         let total: u64 = ranges.iter().map(|(lo, hi)| hi - lo + 1).sum();
@@ -162,13 +189,14 @@ impl Searcher {
                     }
                     let mut progress = Progress::new(attempts, stop, found);
                     for (lo, hi) in slices(ranges, total, start, len) {
-                        match layout::scan_range(
-                            self.kernel,
+                        match self.scan_slice(
+                            job,
                             prefix,
-                            job.difficulty,
+                            share_bits,
                             lo,
                             hi,
                             &mut progress,
+                            on_share,
                         ) {
                             Scan::Found(proof) => {
                                 if !found.swap(true, Ordering::AcqRel) {
@@ -187,6 +215,35 @@ impl Searcher {
         found.load(Ordering::Acquire).then(|| result.load(Ordering::Acquire))
     }
 
+    /// Scans `lo..=hi` in increasing order for the job's difficulty; with a share target below
+    /// it, each share found on the way goes to `on_share` and the scan resumes after it.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_slice(
+        &self,
+        job: &Job,
+        prefix: &Prefix<'_>,
+        share_bits: Option<u8>,
+        mut lo: u64,
+        hi: u64,
+        progress: &mut Progress<'_>,
+        on_share: &(dyn Fn(u64) + Sync),
+    ) -> Scan {
+        let block = job.bits();
+        let target = share_bits.map_or(block, |bits| u32::from(bits).min(block));
+        loop {
+            match layout::scan_range(self.kernel, prefix, target, lo, hi, progress) {
+                Scan::Found(proof) if target < block && prefix.zero_bits(proof) < block => {
+                    on_share(proof);
+                    if proof >= hi {
+                        return Scan::Exhausted;
+                    }
+                    lo = proof + 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// Returns the first proof in `lo..=hi` (in increasing order) that meets the job's
     /// difficulty, on the calling thread, or `None` when there is none or `stop` was set.
     /// Any range works; proofs whose digits cannot share one final block with the padding are
@@ -199,11 +256,27 @@ impl Searcher {
         stop: &AtomicBool,
         attempts: &AtomicU64,
     ) -> Option<u64> {
+        self.shares_in_range(job, None, lo, hi, stop, attempts, &|_| {})
+    }
+
+    /// As [`Searcher::first_in_range`], handing every share of `share_bits` found before the
+    /// first proof (or in the whole range, when none) to `on_share`, in increasing order (see
+    /// [`Searcher::search_shares`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn shares_in_range(
+        &self,
+        job: &Job,
+        share_bits: Option<u8>,
+        lo: u64,
+        hi: u64,
+        stop: &AtomicBool,
+        attempts: &AtomicU64,
+        on_share: &(dyn Fn(u64) + Sync),
+    ) -> Option<u64> {
         let prefix = Prefix::new(&job.prefix);
         let found = AtomicBool::new(false);
         let mut progress = Progress::new(attempts, stop, &found);
-        let outcome =
-            layout::scan_range(self.kernel, &prefix, job.difficulty, lo, hi, &mut progress);
+        let outcome = self.scan_slice(job, &prefix, share_bits, lo, hi, &mut progress, on_share);
         progress.flush();
         match outcome {
             Scan::Found(proof) => Some(proof),

@@ -232,6 +232,76 @@ fn avx512_matches_the_reference_where_the_cpu_has_it() {
     }
 }
 
+/// Every proof in `lo..=hi` whose digest has at least `bits` leading zero bits, the
+/// straightforward way.
+fn reference_bits(prefix: &str, bits: u32, lo: u64, hi: u64) -> Vec<u64> {
+    use sha2::{Digest, Sha256};
+    (lo..=hi)
+        .filter(|p| {
+            let digest: [u8; 32] =
+                Sha256::new().chain_update(prefix).chain_update(p.to_string()).finalize().into();
+            protocol::share::leading_zero_bits(&digest) >= bits
+        })
+        .collect()
+}
+
+/// The shares `kernel` reports in `lo..=hi` at `share_bits` for a job of `zeros`, and the
+/// block proof that ended the scan, if any.
+fn shares_by(
+    kernel: Kernel,
+    prefix: &str,
+    zeros: u64,
+    share_bits: u8,
+    lo: u64,
+    hi: u64,
+) -> (Vec<u64>, Option<u64>) {
+    let searcher = Searcher::with_kernel(kernel, 1).expect("callers pass available kernels");
+    let job = Job { prefix: prefix.as_bytes().to_vec(), difficulty: difficulty(zeros) };
+    let (stop, attempts) = (AtomicBool::new(false), AtomicU64::new(0));
+    let shares = std::sync::Mutex::new(Vec::new());
+    let block = searcher.shares_in_range(&job, Some(share_bits), lo, hi, &stop, &attempts, &|p| {
+        shares.lock().expect("not poisoned").push(p);
+    });
+    (shares.into_inner().expect("not poisoned"), block)
+}
+
+#[test]
+fn a_share_search_goes_on_after_each_share_and_stops_at_a_block() {
+    for kernel in available() {
+        let prefix = prefix_of_len(77);
+        let (lo, hi) = (1_000_000, 1_200_000);
+        // Shares of 4 bits until the first proof of two hex zeroes (8 bits).
+        let (shares, block) = shares_by(kernel, &prefix, 2, 4, lo, hi);
+        let first_block = reference(&prefix, 2, lo, hi).first().copied();
+        assert!(first_block.is_some(), "the range holds a block");
+        assert_eq!(block, first_block, "{kernel}");
+        let expected: Vec<u64> = reference_bits(&prefix, 4, lo, hi)
+            .into_iter()
+            .filter(|p| Some(*p) < first_block)
+            .collect();
+        assert!(expected.len() > 1, "several shares come before the block");
+        assert_eq!(shares, expected, "{kernel}");
+        // A target at or above the block's finds blocks only.
+        assert_eq!(shares_by(kernel, &prefix, 2, 8, lo, hi), (Vec::new(), first_block));
+        // A whole search hands shares over as it goes and still returns a block.
+        let job = Job { prefix: prefix.as_bytes().to_vec(), difficulty: difficulty(3) };
+        let (stop, attempts) = (AtomicBool::new(false), AtomicU64::new(0));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let searcher = Searcher::with_kernel(kernel, 2).expect("available");
+        let proof = searcher
+            .search_shares(&job, Some(6), 99, &stop, &attempts, &|p| {
+                seen.lock().expect("not poisoned").push(p);
+            })
+            .expect("a proof");
+        assert!(job.difficulty.is_valid_proof(&prefix, proof), "{kernel}: {proof}");
+        for share in seen.into_inner().expect("not poisoned") {
+            let bits = reference_bits(&prefix, 6, share, share);
+            assert_eq!(bits, [share], "{kernel}: share {share} has fewer than 6 zero bits");
+            assert!(!job.difficulty.is_valid_proof(&prefix, share), "{kernel}: {share} is a block");
+        }
+    }
+}
+
 fn prefix_strategy() -> impl Strategy<Value = String> {
     let len = prop_oneof![0usize..300, (0usize..4, 50usize..64).prop_map(|(k, t)| 64 * k + t)];
     len.prop_flat_map(|n| proptest::collection::vec(0x20u8..0x7f, n))
@@ -279,6 +349,27 @@ proptest! {
         let expected = reference(&prefix, 1, lo, hi);
         for kernel in Kernel::available() {
             prop_assert_eq!(found_by(kernel, &prefix, 1, lo, hi), expected.clone(), "{}", kernel);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A target in leading zero bits (a share target, not a multiple of 4) finds exactly the
+    /// proofs whose plain SHA-256 has that many, in order, with every kernel; with no block in
+    /// reach (difficulty 64) the whole range is scanned.
+    #[test]
+    fn a_bits_target_finds_exactly_what_the_plain_hash_finds(
+        prefix in prefix_strategy(),
+        lo in start_strategy(),
+        len in 0u64..400,
+        bits in 1u8..=7,
+    ) {
+        let hi = lo.saturating_add(len);
+        let expected = reference_bits(&prefix, u32::from(bits), lo, hi);
+        for kernel in Kernel::available() {
+            prop_assert_eq!(shares_by(kernel, &prefix, 64, bits, lo, hi), (expected.clone(), None), "{}", kernel);
         }
     }
 }

@@ -7,6 +7,7 @@ mod course;
 mod e2e;
 mod failover;
 mod hardening;
+mod shares;
 mod support;
 mod tls;
 mod watch;

@@ -265,14 +265,21 @@ impl Pool {
     async fn start_with(zeros: u64, tls: Option<pool_server::tls::TlsFiles>) -> Self {
         let data = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Self::serve(zeros, tls, listener, data)
+        Self::serve(zeros, tls, listener, data, pool_server::serve::Limits::default())
+    }
+
+    /// Starts a server with `limits` (share settings, rate limits).
+    pub async fn start_limits(zeros: u64, limits: pool_server::serve::Limits) -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve(zeros, None, listener, data, limits)
     }
 
     /// Starts a server again on the address and data dir of one stopped with
     /// [`Pool::stop_keeping`]: the same chain on the same port.
     pub async fn restart(zeros: u64, addr: SocketAddr, data: tempfile::TempDir) -> Self {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("re-bind the same port");
-        Self::serve(zeros, None, listener, data)
+        Self::serve(zeros, None, listener, data, pool_server::serve::Limits::default())
     }
 
     fn serve(
@@ -280,6 +287,7 @@ impl Pool {
         tls: Option<pool_server::tls::TlsFiles>,
         listener: TcpListener,
         data: tempfile::TempDir,
+        limits: pool_server::serve::Limits,
     ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let mut config = pool_server::Config::new(
@@ -288,6 +296,7 @@ impl Pool {
             data.path().to_path_buf(),
         );
         config.tls = tls;
+        config.limits = limits;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(pool_server::run(listener, config, async {
             let _ = stopped.await;

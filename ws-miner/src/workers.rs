@@ -1,0 +1,147 @@
+//! The pool's estimate of this miner's hashrate, shown beside the miner's own while it mines
+//! shares: `GET /workers` beside the endpoint (as `/balance/{id}`, see `balance`), this id's
+//! `hashrate`.
+//!
+//! Cheap and bounded: asked at most once per [`SHARES_REPORT_EVERY`] while shares are mined, one
+//! request in flight at a time, under [`BALANCE_TIMEOUT`], at most [`MAX_WORKERS_BODY_BYTES`]
+//! read. A server without the route (404) is not asked again. `--no-balance` turns it off
+//! with the balance; the miner then estimates from its accepted shares alone.
+//!
+//! [`SHARES_REPORT_EVERY`]: crate::limits::SHARES_REPORT_EVERY
+
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::balance::route_url;
+use crate::cli::Endpoint;
+use crate::http_body::read_capped;
+use crate::limits::{BALANCE_TIMEOUT, MAX_WORKERS_BODY_BYTES};
+use crate::output::{Event, Reporter};
+
+/// Asks the pool for its figure for one id.
+pub(crate) struct WorkersProbe {
+    client: Client,
+    url: Url,
+    id: String,
+    /// False once the server answered 404: it has no such route.
+    supported: Arc<AtomicBool>,
+    pending: Option<JoinHandle<()>>,
+}
+
+impl WorkersProbe {
+    /// Returns a probe for `id` on the server at `endpoint`, or `None` when no URL can be made.
+    pub(crate) fn new(endpoint: &Endpoint, id: &str, client: Client) -> Option<Self> {
+        Some(WorkersProbe {
+            client,
+            url: route_url(endpoint, &["workers"])?,
+            id: id.to_owned(),
+            supported: Arc::new(AtomicBool::new(true)),
+            pending: None,
+        })
+    }
+
+    /// Reports `event` (an [`Event::Shares`]) once the pool has given its figure for the id, in
+    /// the background (at most [`BALANCE_TIMEOUT`] later); at once, with the miner's own
+    /// estimate, when a request is still in flight, the route is missing or the pool does not
+    /// list the id.
+    pub(crate) fn report(&mut self, event: Event, reporter: &Reporter) {
+        if self.pending.as_ref().is_some_and(|p| !p.is_finished())
+            || !self.supported.load(Ordering::Relaxed)
+        {
+            reporter.emit(event);
+            return;
+        }
+        let (client, url, id) = (self.client.clone(), self.url.clone(), self.id.clone());
+        let (supported, reporter) = (self.supported.clone(), reporter.clone());
+        self.pending = Some(tokio::spawn(async move {
+            let mut event = event;
+            if let Some(Some(rate)) = fetch(&client, &url, &id, &supported).await
+                && let Event::Shares { pool_hashrate, pool_source, .. } = &mut event
+            {
+                *pool_hashrate = rate;
+                *pool_source = "workers";
+            }
+            reporter.emit(event);
+        }));
+    }
+}
+
+impl Drop for WorkersProbe {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.abort();
+        }
+    }
+}
+
+/// One bounded `GET /workers`: `Some(Some(rate))` with the id's hashrate, `Some(None)` when
+/// the id is not listed, `None` on any failure. A 404 marks the route as missing.
+async fn fetch(
+    client: &Client,
+    url: &Url,
+    id: &str,
+    supported: &AtomicBool,
+) -> Option<Option<f64>> {
+    let answer = tokio::time::timeout(BALANCE_TIMEOUT, async {
+        let response = client.get(url.clone()).timeout(BALANCE_TIMEOUT).send().await.ok()?;
+        if response.status() == StatusCode::NOT_FOUND {
+            supported.store(false, Ordering::Relaxed);
+            return None;
+        }
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = read_capped(response, MAX_WORKERS_BODY_BYTES).await.ok()?;
+        let answer: Value = serde_json::from_slice(&body).ok()?;
+        Some(hashrate_of(&answer, id))
+    })
+    .await;
+    answer.ok().flatten()
+}
+
+/// Returns the `hashrate` of `id` in a `/workers` answer, when it is listed with a finite,
+/// non-negative one.
+fn hashrate_of(answer: &Value, id: &str) -> Option<f64> {
+    answer
+        .get("workers")?
+        .as_array()?
+        .iter()
+        .find(|w| w.get("id").and_then(Value::as_str) == Some(id))?
+        .get("hashrate")?
+        .as_f64()
+        .filter(|rate| rate.is_finite() && *rate >= 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_endpoint;
+    use serde_json::json;
+
+    #[test]
+    fn the_workers_url_sits_beside_the_endpoint() {
+        let url = |e: &str| {
+            route_url(&parse_endpoint(e).expect("valid"), &["workers"]).map(|u| u.to_string())
+        };
+        assert_eq!(url("ws://h:5000/ws").as_deref(), Some("http://h:5000/workers"));
+        assert_eq!(url("wss://h/ws").as_deref(), Some("https://h/workers"));
+        assert_eq!(url("http://h:81/pool").as_deref(), Some("http://h:81/pool/workers"));
+    }
+
+    #[test]
+    fn only_the_ids_own_finite_figure_is_taken() {
+        let answer = json!({"window": 120, "workers": [
+            {"id": "bob", "hashrate": 5.0},
+            {"id": "alice", "hashrate": 1.5e6, "shares": 3},
+        ]});
+        assert_eq!(hashrate_of(&answer, "alice"), Some(1.5e6));
+        assert_eq!(hashrate_of(&answer, "carol"), None);
+        assert_eq!(hashrate_of(&json!({"workers": [{"id": "a", "hashrate": -1}]}), "a"), None);
+        assert_eq!(hashrate_of(&json!({"workers": [{"id": "a", "hashrate": "x"}]}), "a"), None);
+        assert_eq!(hashrate_of(&json!([1, 2]), "a"), None);
+    }
+}
