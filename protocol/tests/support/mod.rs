@@ -212,7 +212,12 @@ pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
 pub fn arb_valid_id() -> impl Strategy<Value = String> {
     prop_oneof!["[a-zA-Z0-9_-]{1,20}", "\\PC{1,30}"].prop_filter("valid id", |s| {
         let t = s.trim();
-        !t.is_empty() && t.chars().count() <= protocol::message::MAX_ID_CHARS && t == s
+        // Exactly what `MinerId` keeps: `\PC` still lets through U+2028/9 (separators), which
+        // ids refuse.
+        !t.is_empty()
+            && t.chars().count() <= protocol::message::MAX_ID_CHARS
+            && t == s
+            && protocol::MinerId::parse(s).is_ok_and(|id| id.as_str() == s)
     })
 }
 
