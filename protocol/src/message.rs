@@ -14,6 +14,31 @@ use crate::id::{IdError, MinerId};
 use crate::pow::Difficulty;
 use crate::share::{MAX_SHARE_BITS, MIN_SHARE_BITS, ShareReject};
 
+/// Reads the fields a `result` and a `share` answer share: `accepted` (required), `message`
+/// (default empty), `reason` (its text; `None` when absent or null) and `index` (default 0).
+fn verdict(obj: &Map<String, Value>) -> Result<(bool, String, Option<&str>, u64), MessageError> {
+    let accepted = match obj.get("accepted") {
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(MessageError::wrong("accepted", "a boolean", v)),
+        None => return Err(MessageError::Missing("accepted")),
+    };
+    let message = match obj.get("message") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => return Err(MessageError::wrong("message", "a string", v)),
+        None => String::new(),
+    };
+    let reason = match obj.get("reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(v) => return Err(MessageError::wrong("reason", "a string", v)),
+    };
+    let index = match obj.get("index") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_u64().ok_or_else(|| MessageError::wrong("index", "an integer", v))?,
+    };
+    Ok((accepted, message, reason, index))
+}
+
 /// Reads a share target's `bits` field.
 fn bits(obj: &Map<String, Value>) -> Result<u8, MessageError> {
     match obj.get("bits") {
@@ -273,27 +298,8 @@ impl ServerMessage {
                 Ok(ServerMessage::Block { block, difficulty })
             }
             "result" => {
-                let accepted = match obj.get("accepted") {
-                    Some(Value::Bool(b)) => *b,
-                    Some(v) => return Err(MessageError::wrong("accepted", "a boolean", v)),
-                    None => return Err(MessageError::Missing("accepted")),
-                };
-                let message = match obj.get("message") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(v) => return Err(MessageError::wrong("message", "a string", v)),
-                    None => String::new(),
-                };
-                let reason = match obj.get("reason") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(s)) => RejectReason::parse(s),
-                    Some(v) => return Err(MessageError::wrong("reason", "a string", v)),
-                };
-                let index = match obj.get("index") {
-                    None | Some(Value::Null) => 0,
-                    Some(v) => {
-                        v.as_u64().ok_or_else(|| MessageError::wrong("index", "an integer", v))?
-                    }
-                };
+                let (accepted, message, reason, index) = verdict(&obj)?;
+                let reason = reason.and_then(RejectReason::parse);
                 Ok(ServerMessage::Result { accepted, message, reason, index })
             }
             "error" => {
@@ -307,27 +313,8 @@ impl ServerMessage {
             "stats" => Self::stats_from_object(&obj),
             "share_target" => Ok(ServerMessage::ShareTarget { bits: bits(&obj)? }),
             "share" => {
-                let accepted = match obj.get("accepted") {
-                    Some(Value::Bool(b)) => *b,
-                    Some(v) => return Err(MessageError::wrong("accepted", "a boolean", v)),
-                    None => return Err(MessageError::Missing("accepted")),
-                };
-                let message = match obj.get("message") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(v) => return Err(MessageError::wrong("message", "a string", v)),
-                    None => String::new(),
-                };
-                let reason = match obj.get("reason") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(s)) => ShareReject::parse(s),
-                    Some(v) => return Err(MessageError::wrong("reason", "a string", v)),
-                };
-                let index = match obj.get("index") {
-                    None | Some(Value::Null) => 0,
-                    Some(v) => {
-                        v.as_u64().ok_or_else(|| MessageError::wrong("index", "an integer", v))?
-                    }
-                };
+                let (accepted, message, reason, index) = verdict(&obj)?;
+                let reason = reason.and_then(ShareReject::parse);
                 Ok(ServerMessage::Share { accepted, message, reason, index, bits: bits(&obj)? })
             }
             other => Err(MessageError::UnknownType(truncate(other))),
