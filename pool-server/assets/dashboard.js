@@ -1,9 +1,10 @@
 // The pool dashboard: a WebSocket client of /ws on the same origin.
 //
-// Event-driven, no polling: the server pushes {"type":"block"} on connect and on every forged
-// block; after each one (and on connect) the page asks for {"type":"stats"} and the server answers
-// this connection alone, with summaries of the newest blocks (no transactions, so the answer stays
-// small however big blocks get). A block's transactions are fetched when it is clicked, from
+// Event-driven: the server pushes {"type":"block"} on connect and on every forged block; after
+// each one (and on connect) the page asks for {"type":"stats"} and the server answers this
+// connection alone, with summaries of the newest blocks (no transactions, so the answer stays
+// small however big blocks get) and the busiest workers. Shares come far more often than blocks,
+// so the page also asks every WORKERS_EVERY_MS, for the workers' hashrates. A block's transactions are fetched when it is clicked, from
 // GET /chain?from=INDEX&limit=1. Ids are attacker-controlled, so every server-provided string
 // reaches the DOM through textContent, never innerHTML.
 'use strict';
@@ -14,6 +15,8 @@
   /** Reconnect back-off: doubles from the minimum up to the maximum, with jitter. */
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 10000;
+  /** How often stats are asked for between blocks (the workers table moves with shares). */
+  const WORKERS_EVERY_MS = 5000;
 
   const $ = (id) => document.getElementById(id);
 
@@ -250,45 +253,33 @@
     tick();
   }
 
-  /** Fetches `/workers` and renders the table; at most one request in flight. */
-  let workersBusy = false;
-  async function refreshWorkers() {
-    if (workersBusy) return;
-    workersBusy = true;
-    try {
-      const res = await fetch('/workers', { cache: 'no-store' });
-      if (!res.ok) return;
-      const body = await res.json();
-      const workers = Array.isArray(body.workers) ? body.workers : [];
-      const now = Date.now() / 1000;
-      $('workers').replaceChildren(
-        ...workers.map((w) => {
-          const tr = el('tr');
-          tr.dataset.id = String(w.id);
-          const [rate, unit] = formatRate(Number(w.hashrate));
-          const num = (text) => el('td', 'num', text);
-          tr.append(
-            el('td', 'id', String(w.id)),
-            num(rate + ' ' + unit),
-            num(String(w.shares)),
-            num(String(w.stale)),
-            num(String(w.invalid)),
-            num(formatAge(now - Number(w.last_share)) + ' ago'),
-            num(String(w.coins)),
-          );
-          return tr;
-        }),
-      );
-      $('workers-empty').hidden = workers.length > 0;
-    } catch (_) {
-      // The next block asks again.
-    } finally {
-      workersBusy = false;
-    }
+  /** Renders the workers table from a stats answer (servers older than shares send none). */
+  function renderWorkers(list) {
+    const workers = Array.isArray(list) ? list : [];
+    const now = Date.now() / 1000;
+    $('workers').replaceChildren(
+      ...workers.map((w) => {
+        const tr = el('tr');
+        tr.dataset.id = String(w.id);
+        const [rate, unit] = formatRate(Number(w.hashrate));
+        const num = (text) => el('td', 'num', text);
+        tr.append(
+          el('td', 'id', String(w.id)),
+          num(rate + ' ' + unit),
+          num(String(w.shares)),
+          num(String(w.stale)),
+          num(String(w.invalid)),
+          num(formatAge(now - Number(w.last_share)) + ' ago'),
+          num(String(w.coins)),
+        );
+        return tr;
+      }),
+    );
+    $('workers-empty').hidden = workers.length > 0;
   }
 
   function renderStats(stats) {
-    refreshWorkers();
+    renderWorkers(stats.workers);
     setBig($('bpm'), Number(stats.blocks_per_minute).toFixed(stats.blocks_per_minute >= 10 ? 0 : 1));
     $('chain-length').textContent = stats.chain_length + ' blocks in all';
     const [rate, unit] = formatRate(Number(stats.hashrate));
@@ -535,6 +526,7 @@
     tick();
     showRetry();
   }, 250);
+  setInterval(requestStats, WORKERS_EVERY_MS);
   // A tab woken from sleep may hold a dead socket: retry at once instead of waiting out a back-off.
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible' && state.retryTimer !== null) connect();

@@ -63,6 +63,9 @@ pub async fn balance(
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(CONTENT_TYPE, metrics::CONTENT_TYPE), (CACHE_CONTROL, "no-cache")], state.metrics_text())
+    (
+        [(CONTENT_TYPE, metrics::CONTENT_TYPE), (CACHE_CONTROL, "no-cache")],
+        state.metrics_text().await,
+    )
         .into_response()
 }

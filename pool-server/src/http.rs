@@ -52,7 +52,7 @@ pub async fn mine(
 /// [`MAX_WORKERS`](crate::state::MAX_WORKERS).
 pub async fn workers(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let workers = state.workers().await?;
-    Ok(Json(json!({ "window": WORKER_WINDOW.as_secs(), "workers": workers })))
+    Ok(Json(json!({ "window": WORKER_WINDOW.as_secs(), "workers": &*workers })))
 }
 
 /// The most blocks one page of `GET /chain?from=&limit=` holds (and its default size).

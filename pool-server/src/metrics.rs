@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use protocol::RejectReason;
 use protocol::share::ShareReject;
+use protocol::{RejectReason, Worker};
 
 /// The content type of the exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -141,15 +141,20 @@ impl Metrics {
              connection; the highest buckets bound the time to reach them all.",
         );
         self.fanout.render(&mut out, "pool_broadcast_fanout_seconds");
+        render_workers(&mut out, gauges.workers);
         metric(&mut out, "pool_uptime_seconds", "gauge", "Seconds since the server started.");
         let _ = writeln!(out, "pool_uptime_seconds {:.3}", gauges.uptime.as_secs_f64());
         out
     }
 }
 
+/// How many workers (those with the most share work lately) get series of their own, so that
+/// the number of series stays bounded however many ids mine.
+pub const METRICS_WORKERS: usize = 20;
+
 /// The values read at scrape time.
 #[derive(Debug, Clone, Copy)]
-pub struct Gauges {
+pub struct Gauges<'a> {
     /// Blocks in the chain.
     pub chain_length: u64,
     /// Leading hex zeroes.
@@ -158,6 +163,57 @@ pub struct Gauges {
     pub ws_clients: u64,
     /// Time since start.
     pub uptime: Duration,
+    /// The workers with shares in the hashrate window, most work first.
+    pub workers: &'a [Worker],
+}
+
+/// Writes `value` as a Prometheus label value: backslash, double quote and newline escaped.
+fn label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn render_workers(out: &mut String, workers: &[Worker]) {
+    metric(
+        out,
+        "pool_workers",
+        "gauge",
+        "Miners with an accepted share in the hashrate window (GET /workers; counted up to its \
+         limit).",
+    );
+    let _ = writeln!(out, "pool_workers {}", workers.len());
+    let top = &workers[..workers.len().min(METRICS_WORKERS)];
+    metric(
+        out,
+        "pool_worker_hashrate",
+        "gauge",
+        "Estimated hashes per second of each of the miners with the most share work lately \
+         (at most 20 ids), as GET /workers gives it.",
+    );
+    for w in top {
+        out.push_str("pool_worker_hashrate{id=\"");
+        label(out, &w.id);
+        let _ = writeln!(out, "\"}} {}", w.hashrate);
+    }
+    metric(
+        out,
+        "pool_worker_shares_total",
+        "counter",
+        "Share proofs of each of those miners, by result (invalid includes duplicates).",
+    );
+    for w in top {
+        for (result, n) in [("accepted", w.shares), ("stale", w.stale), ("invalid", w.invalid)] {
+            out.push_str("pool_worker_shares_total{id=\"");
+            label(out, &w.id);
+            let _ = writeln!(out, "\",result=\"{result}\"}} {n}");
+        }
+    }
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -203,12 +259,13 @@ impl Histogram {
 mod tests {
     use super::*;
 
-    fn gauges() -> Gauges {
+    fn gauges() -> Gauges<'static> {
         Gauges {
             chain_length: 3,
             difficulty: 4,
             ws_clients: 2,
             uptime: Duration::from_millis(1500),
+            workers: &[],
         }
     }
 

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use protocol::message::{STATS_BALANCES, STATS_RECENT_BLOCKS};
-use protocol::{Balance, Block, BlockSummary, Difficulty, ServerMessage};
+use protocol::{Balance, Block, BlockSummary, Difficulty, ServerMessage, Worker};
 
 /// The window the block rate is measured over, in seconds: "blocks / minute" is the last minute.
 pub const RATE_WINDOW_SECS: f64 = 60.0;
@@ -119,8 +119,14 @@ impl Scoreboard {
     /// connections. The hashrate is estimated as blocks/min × 16^D / 60: the hashes a block
     /// takes on average, times blocks per second. Its size does not grow with the chain, the
     /// blocks or the number of ids: [`STATS_RECENT_BLOCKS`] block summaries and the top
-    /// [`STATS_BALANCES`] balances.
-    pub fn stats(&mut self, difficulty: Difficulty, clients: u64, now: f64) -> ServerMessage {
+    /// [`STATS_BALANCES`] balances, and the `workers` given.
+    pub fn stats(
+        &mut self,
+        difficulty: Difficulty,
+        clients: u64,
+        now: f64,
+        workers: Vec<Worker>,
+    ) -> ServerMessage {
         let blocks_per_minute = self.blocks_per_minute(now);
         ServerMessage::Stats {
             chain_length: self.chain_length,
@@ -130,6 +136,7 @@ impl Scoreboard {
             hashrate: blocks_per_minute * difficulty.expected_attempts() / 60.0,
             balances: self.ranked.iter().take(STATS_BALANCES).cloned().collect(),
             recent: self.recent.iter().cloned().collect(),
+            workers,
         }
     }
 }
@@ -186,7 +193,7 @@ mod tests {
         chain.extend((2..=30).map(|i| block(i, i as f64, vec![Transaction::reward("a")])));
         let mut board = Scoreboard::from_chain(&chain, 0.0);
         let ServerMessage::Stats { chain_length, recent, balances, miners, .. } =
-            board.stats(Difficulty::DEFAULT, 3, 31.0)
+            board.stats(Difficulty::DEFAULT, 3, 31.0, Vec::new())
         else {
             panic!("stats() returns a Stats message");
         };
@@ -211,7 +218,9 @@ mod tests {
         let chain = [Block::genesis(0.0), block(2, 1.0, payouts)];
         let mut board = Scoreboard::from_chain(&chain, 0.0);
         assert_eq!(board.balances().len(), STATS_BALANCES + 51);
-        let ServerMessage::Stats { balances, .. } = board.stats(Difficulty::DEFAULT, 0, 2.0) else {
+        let ServerMessage::Stats { balances, .. } =
+            board.stats(Difficulty::DEFAULT, 0, 2.0, Vec::new())
+        else {
             panic!("stats() returns a Stats message");
         };
         assert_eq!(balances.len(), STATS_BALANCES);
@@ -238,7 +247,7 @@ mod tests {
         // Ten minutes later they have left the one-minute window.
         assert_eq!(board.blocks_per_minute(started + 630.0), 0.0);
         let ServerMessage::Stats { hashrate, blocks_per_minute, .. } =
-            board.stats(Difficulty::new(2).expect("in range"), 0, started + 630.0)
+            board.stats(Difficulty::new(2).expect("in range"), 0, started + 630.0, Vec::new())
         else {
             panic!("stats() returns a Stats message");
         };
@@ -253,7 +262,7 @@ mod tests {
             board.record(&block(i + 2, 100.0 + i as f64, Vec::new()));
         }
         let ServerMessage::Stats { blocks_per_minute, hashrate, .. } =
-            board.stats(Difficulty::new(3).expect("in range"), 0, 240.0)
+            board.stats(Difficulty::new(3).expect("in range"), 0, 240.0, Vec::new())
         else {
             panic!("stats() returns a Stats message");
         };

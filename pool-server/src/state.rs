@@ -9,10 +9,11 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use protocol::{Balance, Block, Difficulty, ProofSubmission, ServerMessage, Transaction};
+use protocol::message::STATS_WORKERS;
+use protocol::{Balance, Block, Difficulty, ProofSubmission, ServerMessage, Transaction, Worker};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,7 +72,25 @@ struct Shared {
     /// Transactions per address.
     transaction_rate: RateLimiter,
     shares: ShareSettings,
+    /// Bumped by every judged proof and every appended block: what the workers' figures
+    /// depend on.
+    generation: AtomicU64,
+    /// The last `workers` answer, reused while nothing was judged here since and it is younger
+    /// than [`WORKERS_CACHE_AGE`] (what other frontends judged shows up after that).
+    workers: Mutex<Option<CachedWorkers>>,
 }
+
+#[derive(Debug)]
+struct CachedWorkers {
+    generation: u64,
+    at: Instant,
+    workers: Arc<[Worker]>,
+}
+
+/// How long the workers' figures are reused at most; a proof judged here makes them stale at
+/// once. So `/workers`, the `stats` answers of many dashboards and `/metrics` cost one query
+/// between them, not one each.
+pub const WORKERS_CACHE_AGE: Duration = Duration::from_secs(1);
 
 impl AppState {
     /// Wraps an opened ledger; `limits` gives the write rates. `shutdown` is cancelled when the
@@ -101,6 +120,8 @@ impl AppState {
             proof_rate: limiter(limits.proof_rate),
             transaction_rate: limiter(limits.transaction_rate),
             shares: limits.shares,
+            generation: AtomicU64::new(0),
+            workers: Mutex::new(None),
         };
         AppState { inner: Arc::new(inner) }
     }
@@ -176,21 +197,38 @@ impl AppState {
         self.scoreboard().coins(id)
     }
 
-    /// Returns the `stats` message the dashboard asks for.
-    pub fn stats_message(&self) -> ServerMessage {
+    /// Returns the `stats` message the dashboard asks for. Its workers are those of
+    /// [`AppState::workers`]; when the database cannot give them, the last ones known (or none).
+    pub async fn stats_message(&self) -> ServerMessage {
+        let workers = self.workers_or_last_known().await;
+        let workers = workers.iter().take(STATS_WORKERS).cloned().collect();
         let clients = self.stats().connections.load(Ordering::Relaxed);
-        self.scoreboard().stats(self.difficulty(), clients, ledger::now())
+        self.scoreboard().stats(self.difficulty(), clients, ledger::now(), workers)
     }
 
-    /// Returns the Prometheus text of `/metrics`.
-    pub fn metrics_text(&self) -> String {
+    /// Returns the Prometheus text of `/metrics`; the per-worker series are those of
+    /// [`AppState::workers`] (the last ones known when the database cannot give them).
+    pub async fn metrics_text(&self) -> String {
+        let workers = self.workers_or_last_known().await;
         let gauges = Gauges {
             chain_length: self.scoreboard().chain_length(),
             difficulty: self.difficulty().zeros(),
             ws_clients: self.stats().connections.load(Ordering::Relaxed),
             uptime: self.inner.started.elapsed(),
+            workers: &workers,
         };
         self.metrics().render(&gauges)
+    }
+
+    async fn workers_or_last_known(&self) -> Arc<[Worker]> {
+        match self.workers().await {
+            Ok(workers) => workers,
+            Err(e) => {
+                tracing::debug!(error = %e, "workers' figures unavailable");
+                let cached = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+                cached.as_ref().map_or_else(|| Arc::from([]), |c| c.workers.clone())
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Ledger>> {
@@ -239,7 +277,10 @@ impl AppState {
         share_bits: Option<u8>,
     ) -> Result<Outcome, AppError> {
         self.with_ledger(move |state, ledger| {
-            let outcome = ledger.submit(&sub, share_bits)?;
+            let outcome = ledger.submit(&sub, share_bits);
+            // Whatever the outcome, a worker's counts may have moved.
+            state.inner.generation.fetch_add(1, Ordering::Relaxed);
+            let outcome = outcome?;
             match &outcome {
                 Outcome::Accepted(block) => {
                     tracing::info!(index = block.index, winner = %sub.id, proof = sub.proof, "block forged");
@@ -259,11 +300,33 @@ impl AppState {
     }
 
     /// Returns the miners with shares in the last [`WORKER_WINDOW`], most work first (at most
-    /// [`MAX_WORKERS`]), with their hashrate estimated from that work.
+    /// [`MAX_WORKERS`]), with their hashrate estimated from that work. Reused for up to
+    /// [`WORKERS_CACHE_AGE`] while no proof is judged here.
     ///
     /// # Errors
     /// When the database fails.
-    pub async fn workers(&self) -> Result<Vec<Worker>, AppError> {
+    pub async fn workers(&self) -> Result<Arc<[Worker]>, AppError> {
+        let generation = self.inner.generation.load(Ordering::Relaxed);
+        {
+            let cached = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = cached.as_ref()
+                && c.generation == generation
+                && c.at.elapsed() < WORKERS_CACHE_AGE
+            {
+                return Ok(c.workers.clone());
+            }
+        }
+        let at = Instant::now();
+        let workers = self.query_workers().await?;
+        let mut cached = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        // Keep the newest answer when two queries raced.
+        if cached.as_ref().is_none_or(|c| c.at <= at) {
+            *cached = Some(CachedWorkers { generation, at, workers: workers.clone() });
+        }
+        Ok(workers)
+    }
+
+    async fn query_workers(&self) -> Result<Arc<[Worker]>, AppError> {
         let rows = self
             .with_ledger(move |_, ledger| {
                 let now = ledger::now();
@@ -316,6 +379,8 @@ impl AppState {
             }
         }
         self.inner.latest.send_replace(latest(newest, self.difficulty()));
+        // Coins moved.
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores a transaction for the next block and returns that block's index.
@@ -346,25 +411,6 @@ pub const WORKER_WINDOW: std::time::Duration = std::time::Duration::from_secs(12
 pub const MIN_HASHRATE_SPAN: std::time::Duration = std::time::Duration::from_secs(10);
 /// The most miners `GET /workers` lists (those with the most work in the window).
 pub const MAX_WORKERS: usize = 100;
-
-/// One miner's share figures, as `GET /workers` shows them.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Worker {
-    /// The id.
-    pub id: String,
-    /// Estimated hashes per second (see [`WORKER_WINDOW`]).
-    pub hashrate: f64,
-    /// Shares accepted, ever.
-    pub shares: u64,
-    /// Shares refused as stale, ever.
-    pub stale: u64,
-    /// Shares refused as invalid or duplicate, ever.
-    pub invalid: u64,
-    /// When its last share was accepted (seconds since the Unix epoch).
-    pub last_share: f64,
-    /// Its coins on the chain.
-    pub coins: i64,
-}
 
 fn limited(limiter: &RateLimiter, ip: IpAddr, what: &str) -> Result<(), AppError> {
     limiter.check(ip).map_err(|limited| AppError::RateLimited {

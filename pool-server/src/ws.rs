@@ -47,7 +47,8 @@ pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 pub const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// Replies (results, errors, stats) queued for a connection; when full, its frames are not read.
 /// No reply grows with the chain or its blocks (the largest, a `stats` answer, is 20 block
-/// summaries and 100 balances: under 128 KiB even with every id at its 128-byte maximum), so a
+/// summaries, 100 balances and 20 workers: under 128 KiB even with every id at its 128-character
+/// maximum), so a
 /// client that asks and never reads holds at most this many replies and the one being sent, for
 /// at most [`SEND_TIMEOUT`] before it is dropped.
 pub const REPLY_QUEUE: usize = 16;
@@ -282,7 +283,7 @@ async fn handle_text(
             return (Some(Message::Text(state.latest().frame.clone())), None);
         }
         Ok(ClientMessage::Stats) => {
-            return (Some(Message::Text(state.stats_message().to_json().into())), None);
+            return (Some(Message::Text(state.stats_message().await.to_json().into())), None);
         }
         Ok(ClientMessage::Shares) => {
             let conn = shares.get_or_insert_with(|| {

@@ -25,6 +25,6 @@ pub use canonical::{block_string, to_python_json};
 pub use id::{IdError, MinerId};
 pub use message::{
     Balance, BlockSummary, ClientMessage, MessageError, ProofSubmission, RejectReason,
-    ServerMessage,
+    ServerMessage, Worker,
 };
 pub use pow::{Difficulty, DifficultyError, ProofChecker, proof_digest};

@@ -156,8 +156,16 @@ pub enum ServerMessage {
         /// Summaries of the newest blocks, newest first (at most [`STATS_RECENT_BLOCKS`]); a
         /// block's transactions are in `GET /chain?from=INDEX&limit=1`.
         recent: Vec<BlockSummary>,
+        /// The miners with the most share work lately, most first: the top [`STATS_WORKERS`]
+        /// of `GET /workers`. Empty when nobody mines shares (and from servers older than
+        /// shares, which leave the field out).
+        workers: Vec<Worker>,
     },
 }
+
+/// How many workers (those with the most share work) a [`ServerMessage::Stats`] carries at
+/// most; `GET /workers` lists more.
+pub const STATS_WORKERS: usize = 20;
 
 /// How many recent blocks a [`ServerMessage::Stats`] summarises at most.
 pub const STATS_RECENT_BLOCKS: usize = 20;
@@ -263,6 +271,60 @@ impl Balance {
     }
 }
 
+/// One miner's share figures, as `GET /workers` and [`ServerMessage::Stats`] list them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Worker {
+    /// The id its shares were sent with.
+    pub id: String,
+    /// Estimated hashes per second, from the work its accepted shares stand for (Σ 2^bits) over
+    /// the server's hashrate window.
+    pub hashrate: f64,
+    /// Shares accepted, ever.
+    pub shares: u64,
+    /// Shares refused as stale, ever.
+    pub stale: u64,
+    /// Shares refused as invalid or duplicate, ever.
+    pub invalid: u64,
+    /// When its last share was accepted (seconds since the Unix epoch).
+    pub last_share: f64,
+    /// Its coins on the chain.
+    pub coins: i64,
+}
+
+impl Worker {
+    fn from_value(value: &Value) -> Result<Self, MessageError> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| MessageError::wrong("workers", "a list of objects", value))?;
+        let uint = |field: &'static str| match obj.get(field) {
+            Some(v) => v.as_u64().ok_or_else(|| MessageError::wrong(field, "an integer", v)),
+            None => Err(MessageError::Missing(field)),
+        };
+        let float = |field: &'static str| match obj.get(field) {
+            Some(v) => v.as_f64().ok_or_else(|| MessageError::wrong(field, "a number", v)),
+            None => Err(MessageError::Missing(field)),
+        };
+        let id = match obj.get("id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => return Err(MessageError::wrong("id", "a string", v)),
+            None => return Err(MessageError::Missing("id")),
+        };
+        let coins = match obj.get("coins") {
+            Some(v) => v.as_i64().ok_or_else(|| MessageError::wrong("coins", "an integer", v))?,
+            None => return Err(MessageError::Missing("coins")),
+        };
+        Ok(Worker {
+            id,
+            hashrate: float("hashrate")?,
+            shares: uint("shares")?,
+            stale: uint("stale")?,
+            invalid: uint("invalid")?,
+            last_share: float("last_share")?,
+            coins,
+        })
+    }
+}
+
 impl ServerMessage {
     /// Returns the `block` message for `block`.
     pub fn block(block: &Block, difficulty: Difficulty) -> Self {
@@ -348,6 +410,11 @@ impl ServerMessage {
             list("balances")?.iter().map(Balance::from_value).collect::<Result<_, _>>()?;
         let recent =
             list("recent")?.iter().map(BlockSummary::from_value).collect::<Result<_, _>>()?;
+        // Servers older than shares leave it out.
+        let workers = match obj.get("workers") {
+            None => Vec::new(),
+            Some(_) => list("workers")?.iter().map(Worker::from_value).collect::<Result<_, _>>()?,
+        };
         Ok(ServerMessage::Stats {
             chain_length: uint("chain_length")?,
             difficulty,
@@ -356,6 +423,7 @@ impl ServerMessage {
             hashrate: float("hashrate")?,
             balances,
             recent,
+            workers,
         })
     }
 }

@@ -112,8 +112,14 @@ test('the dashboard shows the chain live, escapes ids, and reconnects', { timeou
 
   // Every WebSocket goes through a route we can cut, as a server restart would.
   const routes = [];
+  // Stats requests the page sent, over all its connections.
+  let statsAsked = 0;
   await page.routeWebSocket(/\/ws$/, (ws) => {
-    ws.connectToServer();
+    const server = ws.connectToServer();
+    ws.onMessage((message) => {
+      if (String(message).includes('"stats"')) statsAsked += 1;
+      server.send(message);
+    });
     routes.push(ws);
   });
 
@@ -130,6 +136,11 @@ test('the dashboard shows the chain live, escapes ids, and reconnects', { timeou
   assert.equal(await sharer.locator('td').nth(2).textContent(), '2', 'two shares');
   assert.match(await sharer.locator('td').nth(1).textContent(), /H\/s$/, 'a hashrate');
   assert.ok(await page.locator('#workers-empty').isHidden());
+  // Shares come between blocks: the page asks for stats again without waiting for a block.
+  const asked = statsAsked;
+  const deadline = Date.now() + WAIT_MS;
+  while (statsAsked === asked && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(statsAsked > asked, 'stats asked again between blocks, for the workers table');
   await page.locator('#height', { hasText: `#${first.index}` }).waitFor({ timeout: WAIT_MS });
   const evilRow = page.locator('#leaderboard li').first();
   await evilRow.locator('.coins', { hasText: '1' }).waitFor({ timeout: WAIT_MS });

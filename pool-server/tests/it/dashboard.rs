@@ -163,11 +163,13 @@ async fn stats_answer_the_asking_connection_only() {
         hashrate,
         balances,
         recent,
+        workers,
     } = parsed
     else {
         panic!("expected stats, got {reply}");
     };
     assert_eq!(chain_length, 4);
+    assert!(workers.is_empty(), "nobody mined shares: {reply}");
     assert_eq!(difficulty, server.difficulty);
     assert_eq!(miners, 2);
     assert!(blocks_per_minute > 0.0, "{reply}");

@@ -335,3 +335,53 @@ async fn solo_pays_one_coin_to_the_finder_even_with_shares() {
         json!([{"sender": "0", "recipient": "finder", "amount": 1}])
     );
 }
+
+#[tokio::test]
+async fn stats_and_metrics_show_the_busiest_workers_only() {
+    let server = Server::start_with(ZEROS, limits(5)).await;
+    let (_, hello) = Ws::connect_and_greet(&server.ws_url()).await;
+    let block = hello["block"].clone();
+    // 25 ids, each on its own connection (fewer than 8 shares each: vardiff stays at 5 bits).
+    // The busiest has a quote and a backslash in its id, for the Prometheus label.
+    let ids: Vec<String> =
+        (0..25).map(|i| if i == 0 { r#"a"b\c"#.to_owned() } else { format!("w{i:02}") }).collect();
+    let mut proof = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let (mut ws, _) = Ws::connect_and_greet(&server.ws_url()).await;
+        assert_eq!(opt_in(&mut ws).await, 5);
+        let count = if i == 0 { 7 } else { 1 + i % 5 };
+        for _ in 0..count {
+            proof = proof_with_bits(&block, 5, 12, proof + 1);
+            let answer = send_proof(&mut ws, proof, id, Some(1)).await;
+            assert_eq!(answer["accepted"], true, "{answer}");
+        }
+    }
+    let listed = workers(&server).await;
+    assert_eq!(listed.len(), 25);
+
+    let (mut dashboard, _) = Ws::connect_and_greet(&server.ws_url()).await;
+    dashboard.send_text(r#"{"type":"stats"}"#).await;
+    let reply = dashboard.recv().await;
+    let Ok(protocol::ServerMessage::Stats { workers: in_stats, .. }) =
+        protocol::ServerMessage::from_json(&reply.to_string())
+    else {
+        panic!("expected a stats message, got {reply}");
+    };
+    // The 20 with the most work, as /workers orders them.
+    assert_eq!(in_stats.len(), 20);
+    let key = |w: &Value| (w["id"].as_str().map(str::to_owned), w["shares"].as_u64());
+    let expected: Vec<_> = listed.iter().take(20).map(key).collect();
+    let got: Vec<_> = in_stats.iter().map(|w| (Some(w.id.clone()), Some(w.shares))).collect();
+    assert_eq!(got, expected);
+    assert_eq!((in_stats[0].id.as_str(), in_stats[0].shares), (r#"a"b\c"#, 7));
+
+    let text = reqwest::get(server.url("/metrics")).await.expect("GET").text().await.expect("text");
+    assert!(text.contains("\npool_workers 25\n"), "{text}");
+    let series = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(series("pool_worker_hashrate{"), 20, "{text}");
+    assert_eq!(series("pool_worker_shares_total{"), 60, "{text}");
+    assert!(
+        text.contains(r#"pool_worker_shares_total{id="a\"b\\c",result="accepted"} 7"#),
+        "{text}"
+    );
+}

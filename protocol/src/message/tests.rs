@@ -112,6 +112,15 @@ fn stats_example() -> ServerMessage {
             Balance { id: "bob".into(), coins: -1 },
         ],
         recent: vec![BlockSummary::of(&block, Some("ab".repeat(32)))],
+        workers: vec![Worker {
+            id: "carol".into(),
+            hashrate: 1.5e6,
+            shares: 12,
+            stale: 1,
+            invalid: 0,
+            last_share: 1_700_000_000.25,
+            coins: 3,
+        }],
     }
 }
 
@@ -133,6 +142,8 @@ fn stats_wire_format_is_stable_and_round_trips() {
             "balances": [{"id": "José 🚀", "coins": 2}, {"id": "bob", "coins": -1}],
             "recent": [{"index": 1, "timestamp": 1.5, "proof": 100, "previous_hash": "1",
                         "hash": "ab".repeat(32), "winner": null, "transaction_count": 0}],
+            "workers": [{"id": "carol", "hashrate": 1.5e6, "shares": 12, "stale": 1,
+                         "invalid": 0, "last_share": 1_700_000_000.25, "coins": 3}],
         }))
     );
     assert_eq!(ServerMessage::from_json(&msg.to_json()), Ok(msg));
@@ -153,6 +164,16 @@ fn rejects_bad_stats_messages_with_reasons() {
     };
     assert_eq!(without("miners"), Err(r#"missing field "miners""#.into()));
     assert_eq!(without("recent"), Err(r#"missing field "recent""#.into()));
+    // Servers older than shares send no workers.
+    let Ok(ServerMessage::Stats { workers, .. }) = without("workers") else {
+        panic!("a stats message without workers parses");
+    };
+    assert!(workers.is_empty());
+    assert_eq!(
+        with("workers", json!([{"id": "x", "hashrate": 1.0, "coins": 1}])),
+        Err(r#"missing field "shares""#.into())
+    );
+    assert_eq!(with("workers", json!(3)), Err(r#""workers" must be a list, got 3"#.into()));
     assert_eq!(
         with("chain_length", json!(-2)),
         Err(r#""chain_length" must be a non-negative integer, got -2"#.into())

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use protocol::message::FORGED;
 use protocol::share::ShareReject;
 use protocol::{Balance, Block, ClientMessage, Difficulty, ProofSubmission, Transaction};
-use protocol::{BlockSummary, RejectReason, ServerMessage};
+use protocol::{BlockSummary, RejectReason, ServerMessage, Worker};
 use serde_json::{Map, Number, Value};
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
@@ -149,16 +149,29 @@ pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
         Just(ShareReject::Duplicate)
     ];
     let balance = (arb_string(), any::<i64>()).prop_map(|(id, coins)| Balance { id, coins });
+    let worker = (arb_string(), arb_rate(), any::<[u64; 3]>(), arb_rate(), any::<i64>()).prop_map(
+        |(id, hashrate, [shares, stale, invalid], last_share, coins)| Worker {
+            id,
+            hashrate,
+            shares,
+            stale,
+            invalid,
+            last_share,
+            coins,
+        },
+    );
     let stats = (
         (any::<u64>(), arb_difficulty(), any::<u64>(), arb_rate(), arb_rate()),
         proptest::collection::vec(balance, 0..4),
         proptest::collection::vec(arb_block(), 0..3),
+        proptest::collection::vec(worker, 0..3),
     )
         .prop_map(
             |(
                 (chain_length, difficulty, miners, blocks_per_minute, hashrate),
                 balances,
                 recent,
+                workers,
             )| {
                 ServerMessage::Stats {
                     chain_length,
@@ -171,6 +184,7 @@ pub fn arb_server_message() -> impl Strategy<Value = ServerMessage> {
                         .iter()
                         .map(|b: &Block| BlockSummary::of(b, Some(b.hash().to_hex())))
                         .collect(),
+                    workers,
                 }
             },
         );
