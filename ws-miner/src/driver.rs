@@ -427,6 +427,11 @@ pub(crate) trait Transport {
         Ok(false)
     }
 
+    /// Returns true while a share sent on this connection awaits its answer.
+    fn shares_awaiting(&self) -> bool {
+        false
+    }
+
     /// Returns the server's URL, for lines.
     fn url(&self) -> String;
 }
@@ -482,7 +487,10 @@ async fn drive_on<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End {
     // After Ctrl-C with proofs in flight: when to stop waiting for their answers.
     let mut grace_until = Instant::now();
     loop {
-        if ctx.draining && (proofs.awaiting.is_empty() || !transport.is_connected()) {
+        if ctx.draining
+            && ((proofs.awaiting.is_empty() && !transport.shares_awaiting())
+                || !transport.is_connected())
+        {
             return End::Done(Outcome::Interrupted);
         }
         if let Some(reason) = ctx.left() {
@@ -493,11 +501,14 @@ async fn drive_on<T: Transport>(ctx: &mut Ctx, transport: &mut T) -> End {
         }
         let step = tokio::select! {
             () = stopped(&mut shutdown), if !ctx.draining => {
-                if !transport.is_connected() || proofs.awaiting.is_empty() {
+                if !transport.is_connected()
+                    || (proofs.awaiting.is_empty() && !transport.shares_awaiting())
+                {
                     return End::Done(Outcome::Interrupted);
                 }
-                // A proof is being judged: its answer may be a win. Stop the search and wait a
-                // little (SHUTDOWN_GRACE) for the answers, so that the summary counts them.
+                // A proof is being judged: its answer may be a win (or a share counted). Stop the
+                // search and wait a little (SHUTDOWN_GRACE) for the answers, so that the summary
+                // counts them.
                 ctx.draining = true;
                 ctx.miner.halt().await;
                 grace_until = Instant::now() + SHUTDOWN_GRACE;

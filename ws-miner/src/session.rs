@@ -327,6 +327,10 @@ impl Transport for Session {
         Ok(true)
     }
 
+    fn shares_awaiting(&self) -> bool {
+        self.sent.iter().any(|s| matches!(s, Sent::Share(_)))
+    }
+
     async fn request_block(&mut self) -> Result<(), String> {
         self.send_message(Message::text(ClientMessage::LastBlock.to_json())).await
     }

@@ -35,6 +35,8 @@ struct Script {
     requests: usize,
     retries: usize,
     connected: bool,
+    /// Shares handed to `send_share` and not answered yet; one at a time is let out.
+    shares_awaiting: usize,
     ctrl_c: watch::Sender<bool>,
 }
 
@@ -60,6 +62,7 @@ impl Transport for Script {
         match &incoming {
             Incoming::Connected { .. } => self.connected = true,
             Incoming::Lost(_) => self.connected = false,
+            Incoming::ShareVerdict { .. } => self.shares_awaiting -= 1,
             _ => {}
         }
         incoming
@@ -88,6 +91,24 @@ impl Transport for Script {
 
     fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    fn share_window_open(&self) -> bool {
+        self.connected && self.shares_awaiting == 0
+    }
+
+    /// Shares count as sent proofs for the cues.
+    async fn send_share(&mut self, share: &Found) -> Result<bool, String> {
+        if !self.share_window_open() {
+            return Ok(false);
+        }
+        self.sent.push(share.clone());
+        self.shares_awaiting += 1;
+        Ok(true)
+    }
+
+    fn shares_awaiting(&self) -> bool {
+        self.shares_awaiting > 0
     }
 
     fn url(&self) -> String {
@@ -174,6 +195,7 @@ async fn play(once: bool, failing_sends: usize, cues: Vec<(usize, Cue)>) -> Run 
         requests: 0,
         retries: 0,
         connected: false,
+        shares_awaiting: 0,
         ctrl_c,
     };
     let outcome = tokio::time::timeout(Duration::from_secs(60), drive(&mut ctx, &mut script))
@@ -384,6 +406,34 @@ async fn ctrl_c_waits_for_the_answer_to_a_proof_in_flight() {
     .await;
     assert_eq!(outcome(&run.outcome), Some(Outcome::Interrupted));
     assert_eq!(run.summary.coins, 1, "the win in flight is counted");
+    assert_eq!(run.script.cues.len(), 1);
+}
+
+#[tokio::test]
+async fn ctrl_c_waits_for_the_answer_to_a_share_in_flight() {
+    let share_verdict = Cue::SayWith(Box::new(|sent: &[Found]| Incoming::ShareVerdict {
+        found: sent.last().cloned().expect("a share was sent"),
+        accepted: true,
+        reason: None,
+        bits: 2,
+        message: "share accepted".into(),
+    }));
+    let run = play(
+        false,
+        0,
+        vec![
+            (0, connected()),
+            (0, new_block(1, NEVER)),
+            (0, Cue::Say(Incoming::ShareTarget(2))),
+            (1, Cue::CtrlC),
+            (1, share_verdict),
+            // Never read: the run ends once the answer is in.
+            (1, new_block(2, NEVER)),
+        ],
+    )
+    .await;
+    assert_eq!(outcome(&run.outcome), Some(Outcome::Interrupted));
+    assert_eq!(run.summary.shares_accepted, 1, "the share in flight is counted");
     assert_eq!(run.script.cues.len(), 1);
 }
 
