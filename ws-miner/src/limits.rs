@@ -41,7 +41,7 @@ pub const SHARES_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// The most shares found and not yet sent that the miner keeps (the search threads hand shares
 /// to the network side through a queue of this many); past it, further shares are dropped
 /// (counted in the summary as "not sent"), so a pool's very low target cannot make the miner
-/// buffer without bound. A pool-server aims at about one share a second.
+/// buffer without bound. A pool-server aims at one share every half second by default.
 pub const MAX_SHARES_QUEUED: usize = 1024;
 
 /// The most shares sent on a connection and not yet answered; the next waits for an answer.
