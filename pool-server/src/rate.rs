@@ -86,6 +86,46 @@ impl Bucket {
     }
 }
 
+/// One token bucket, for a limit kept by its owner (a connection) rather than per address.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    bucket: Bucket,
+}
+
+impl TokenBucket {
+    /// Allows `per_second` takes a second on average and `burst` at once (both at least 1),
+    /// starting full at `now`.
+    pub fn new(per_second: f64, burst: f64, now: Instant) -> Self {
+        let burst = burst.max(1.0);
+        TokenBucket {
+            per_second: per_second.max(1.0),
+            burst,
+            bucket: Bucket { tokens: burst, at: now },
+        }
+    }
+
+    /// Returns the average rate allowed, per second.
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
+    /// Takes one token at `now`.
+    ///
+    /// # Errors
+    /// When none is left: nothing is taken.
+    pub fn take(&mut self, now: Instant) -> Result<(), Limited> {
+        let tokens = self.bucket.refilled(now, self.per_second).min(self.burst);
+        if tokens < 1.0 {
+            let wait = (1.0 - tokens) / self.per_second;
+            return Err(Limited { retry_after: Duration::from_secs_f64(wait) });
+        }
+        self.bucket = Bucket { tokens: tokens - 1.0, at: now };
+        Ok(())
+    }
+}
+
 /// The address a bucket is kept for: IPv4 as is (and IPv4-mapped IPv6 as IPv4), IPv6 by /64.
 fn key_of(ip: IpAddr) -> IpAddr {
     match ip {
@@ -128,6 +168,21 @@ mod tests {
             assert!(limiter.check_at(a, later).is_ok());
         }
         assert!(limiter.check_at(a, later).is_err());
+    }
+
+    #[test]
+    fn a_token_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(4.0, 2.0, t0);
+        assert!(bucket.take(t0).is_ok());
+        assert!(bucket.take(t0).is_ok());
+        let refused = bucket.take(t0).expect_err("the burst is spent");
+        assert!((refused.retry_after.as_secs_f64() - 0.25).abs() < 1e-9);
+        assert!(bucket.take(t0 + Duration::from_millis(250)).is_ok());
+        assert!(bucket.take(t0 + Duration::from_millis(250)).is_err());
+        let later = t0 + Duration::from_secs(60);
+        assert!(bucket.take(later).is_ok() && bucket.take(later).is_ok());
+        assert!(bucket.take(later).is_err());
     }
 
     #[test]

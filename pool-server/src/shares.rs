@@ -1,6 +1,11 @@
 //! Shares on the server's side: each opted-in WebSocket connection's share target and its
-//! variable difficulty ([`Vardiff`]), the cut-off for connections whose shares are mostly
-//! invalid ([`ShareConn`]), and the settings ([`ShareSettings`]).
+//! variable difficulty ([`Vardiff`]), its proof rate and the cut-off for connections whose
+//! shares are mostly invalid ([`ShareConn`]), and the settings ([`ShareSettings`]).
+//!
+//! An opted-in connection's proofs are limited per connection, not per address: vardiff keeps
+//! an honest miner at one to two shares per interval, so a classroom behind one NAT address
+//! does not spend the address's proof allowance (`--proof-rate`) on shares, and the course's
+//! miners there keep all of it.
 //!
 //! Pure and synchronous (callers pass the time), so the rules are tested without a clock.
 
@@ -8,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use protocol::Difficulty;
 use protocol::share::block_bits;
+
+use crate::rate::TokenBucket;
 
 /// The default share rate each connection is steered toward: one share per this interval.
 ///
@@ -28,8 +35,14 @@ pub const RETARGET_INTERVALS: u32 = 4;
 pub const MAX_STEP_BITS: u8 = 8;
 /// A connection is judged for the invalid-share cut-off once it sent this many share proofs...
 pub const CUTOFF_MIN_JUDGED: u32 = 20;
-/// ...and is cut off when more than this share of them were invalid.
+/// ...and is cut off when more than this share of them were invalid or duplicates.
 pub const CUTOFF_INVALID_RATIO: f64 = 0.5;
+/// The proofs an opted-in connection may send per share interval on average: vardiff steers an
+/// honest miner to one or two, so this is only reached by a flood.
+pub const PROOFS_PER_INTERVAL: u32 = 8;
+/// ...and at once: a fast miner's first shares, before vardiff raised its target from the start
+/// bits, come in a burst.
+pub const PROOF_BURST: u32 = 32;
 
 /// Share settings for every connection.
 #[derive(Debug, Clone, Copy)]
@@ -125,11 +138,13 @@ impl Vardiff {
     }
 }
 
-/// What the reader of an opted-in connection keeps: its vardiff and its share verdicts.
+/// What the reader of an opted-in connection keeps: its vardiff, its proof allowance and its
+/// share verdicts.
 #[derive(Debug, Clone)]
 pub struct ShareConn {
     /// The connection's target.
     pub vardiff: Vardiff,
+    rate: TokenBucket,
     judged: u32,
     invalid: u32,
 }
@@ -137,10 +152,33 @@ pub struct ShareConn {
 impl ShareConn {
     /// Opts a connection in.
     pub fn new(settings: &ShareSettings, difficulty: Difficulty, now: Instant) -> Self {
-        ShareConn { vardiff: Vardiff::new(settings, difficulty, now), judged: 0, invalid: 0 }
+        let per_second = f64::from(PROOFS_PER_INTERVAL) / settings.interval.as_secs_f64();
+        ShareConn {
+            vardiff: Vardiff::new(settings, difficulty, now),
+            rate: TokenBucket::new(per_second, f64::from(PROOF_BURST), now),
+            judged: 0,
+            invalid: 0,
+        }
     }
 
-    /// Counts a judged share proof; `invalid` when it met no target.
+    /// Takes one proof from the connection's allowance ([`PROOFS_PER_INTERVAL`],
+    /// [`PROOF_BURST`] at once).
+    ///
+    /// # Errors
+    /// Why the proof is refused: too many, and how long to wait.
+    pub fn allow(&mut self, now: Instant) -> Result<(), String> {
+        self.rate.take(now).map_err(|limited| {
+            format!(
+                "too many proofs on this connection: at most {:.0} a second ({PROOF_BURST} at \
+                 once) while vardiff aims at one share per {} ms; try again in {} ms",
+                self.rate.per_second(),
+                self.vardiff.interval.as_millis(),
+                limited.retry_after.as_millis().max(1)
+            )
+        })
+    }
+
+    /// Counts a judged share proof; `invalid` when it met no target or was a duplicate.
     pub fn judged(&mut self, invalid: bool) {
         self.judged = self.judged.saturating_add(1);
         self.invalid = self.invalid.saturating_add(u32::from(invalid));
@@ -153,7 +191,7 @@ impl ShareConn {
         .then(|| {
             format!(
                 "{} of the {} share proofs from this connection were invalid (below the share \
-                 target and not a block); closing it",
+                 target and not a block) or duplicates; closing it",
                 self.invalid, self.judged
             )
         })

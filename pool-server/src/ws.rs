@@ -294,9 +294,15 @@ async fn handle_text(
         Ok(other) => return (Some(error(format!("unsupported message {other:?}"))), None),
         Err(e) => return (Some(error(e.to_string())), None),
     };
-    if let Err(limited) = state.allow_proof(peer.ip()) {
-        // An `error` frame answers the proof, in order, as for any proof the server cannot judge.
-        return (Some(error(limited.to_string())), None);
+    // An opted-in connection's proofs are limited per connection (see `shares`), others' per
+    // address. An `error` frame answers a refused proof, in order, as for any proof the server
+    // cannot judge.
+    let allowed = match shares.as_mut() {
+        Some(conn) => conn.allow(Instant::now()),
+        None => state.allow_proof(peer.ip()).map_err(|limited| limited.to_string()),
+    };
+    if let Err(limited) = allowed {
+        return (Some(error(limited)), None);
     }
     let bits = shares.as_ref().map(|c| c.vardiff.bits());
     let result = match state.submit(sub, bits).await {
@@ -312,7 +318,7 @@ async fn handle_text(
         Ok(Outcome::Share { accepted, reason, message, index, bits }) => {
             let mut retarget = None;
             if let Some(conn) = shares.as_mut() {
-                conn.judged(reason == Some(ShareReject::Invalid));
+                conn.judged(matches!(reason, Some(ShareReject::Invalid | ShareReject::Duplicate)));
                 if accepted {
                     retarget = conn.vardiff.on_share(Instant::now()).map(share_target);
                 }

@@ -187,6 +187,23 @@ async fn a_connection_sending_mostly_invalid_shares_is_cut_off() {
     assert_eq!(hello["type"], "block");
 }
 
+#[tokio::test]
+async fn a_connection_resending_one_share_is_cut_off() {
+    let server = Server::start_with(ZEROS, limits(5)).await;
+    let (mut ws, first) = Ws::connect_and_greet(&server.ws_url()).await;
+    opt_in(&mut ws).await;
+    let share = proof_with_bits(&first["block"], 5, 12, 0);
+    assert_eq!(send_proof(&mut ws, share, "echo", Some(1)).await["accepted"], true);
+    // Each copy costs the server a lookup: duplicates count against the connection too.
+    for _ in 0..19 {
+        let again = send_proof(&mut ws, share, "echo", Some(1)).await;
+        assert_eq!(again["reason"], "duplicate", "{again}");
+    }
+    let cut = ws.recv().await;
+    assert_eq!(cut["type"], "error", "{cut}");
+    assert!(cut["message"].as_str().unwrap_or_default().contains("19 of the 20"), "{cut}");
+}
+
 #[test]
 fn accepted_shares_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -384,4 +401,36 @@ async fn stats_and_metrics_show_the_busiest_workers_only() {
         text.contains(r#"pool_worker_shares_total{id="a\"b\\c",result="accepted"} 7"#),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn shares_are_limited_per_connection_not_from_the_address_allowance() {
+    // The address may send one proof a second (two at once), as a course miner behind it would;
+    // the opted-in connection gets 8 per share interval (1 s here), 32 at once.
+    let limits = Limits { proof_rate: 1, ..limits(5) };
+    let server = Server::start_with(ZEROS, limits).await;
+    let (mut ws, hello) = Ws::connect_and_greet(&server.ws_url()).await;
+    let block1 = hello["block"].clone();
+    assert_eq!(opt_in(&mut ws).await, 5);
+    // Block 1 is won, so shares for it are stale: judged, and never a cut-off.
+    server.forge("winner").await;
+    let mut proof = 0;
+    let mut judged = 0;
+    let refusal = loop {
+        assert!(judged < 100, "100 proofs in a row were judged: no per-connection limit");
+        proof = proof_with_bits(&block1, 5, 12, proof + 1);
+        let answer = send_proof(&mut ws, proof, "classroom", Some(1)).await;
+        if answer["type"] == "error" {
+            break answer;
+        }
+        assert_eq!(answer["reason"], "stale", "{answer}");
+        judged += 1;
+    };
+    // Far more than the address's two at once: the burst of 32 (and what refilled meanwhile).
+    assert!(judged >= 32, "only {judged} shares judged before {refusal}");
+    let message = refusal["message"].as_str().unwrap_or_default();
+    assert!(message.contains("too many proofs on this connection"), "{refusal}");
+    // The connection stays open and usable.
+    ws.send_text(r#"{"type":"last_block"}"#).await;
+    assert_eq!(ws.recv().await["type"], "block");
 }
