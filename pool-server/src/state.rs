@@ -75,9 +75,9 @@ struct Shared {
     /// Bumped by every judged proof and every appended block: what the workers' figures
     /// depend on.
     generation: AtomicU64,
-    /// The last `workers` answer, reused while nothing was judged here since and it is younger
-    /// than [`WORKERS_CACHE_AGE`] (what other frontends judged shows up after that).
-    workers: Mutex<Option<CachedWorkers>>,
+    /// The last `workers` answer (see [`AppState::workers`]). An async lock, held across the
+    /// query, so that readers arriving meanwhile wait for its answer instead of querying too.
+    workers: tokio::sync::Mutex<Option<CachedWorkers>>,
 }
 
 #[derive(Debug)]
@@ -87,10 +87,13 @@ struct CachedWorkers {
     workers: Arc<[Worker]>,
 }
 
-/// How long the workers' figures are reused at most; a proof judged here makes them stale at
-/// once. So `/workers`, the `stats` answers of many dashboards and `/metrics` cost one query
-/// between them, not one each.
+/// How long the workers' figures are reused at most while no proof is judged here (what other
+/// frontends judged shows up after that).
 pub const WORKERS_CACHE_AGE: Duration = Duration::from_secs(1);
+/// How long they are reused at least, even when proofs were judged since: so `/workers`,
+/// `/metrics` and the `stats` requests of any number of dashboards (or of a client sending
+/// nothing else) cost at most one query per this time between them.
+pub const WORKERS_MIN_AGE: Duration = Duration::from_millis(250);
 
 impl AppState {
     /// Wraps an opened ledger; `limits` gives the write rates. `shutdown` is cancelled when the
@@ -121,7 +124,7 @@ impl AppState {
             transaction_rate: limiter(limits.transaction_rate),
             shares: limits.shares,
             generation: AtomicU64::new(0),
-            workers: Mutex::new(None),
+            workers: tokio::sync::Mutex::new(None),
         };
         AppState { inner: Arc::new(inner) }
     }
@@ -225,7 +228,7 @@ impl AppState {
             Ok(workers) => workers,
             Err(e) => {
                 tracing::debug!(error = %e, "workers' figures unavailable");
-                let cached = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
+                let cached = self.inner.workers.lock().await;
                 cached.as_ref().map_or_else(|| Arc::from([]), |c| c.workers.clone())
             }
         }
@@ -300,29 +303,25 @@ impl AppState {
     }
 
     /// Returns the miners with shares in the last [`WORKER_WINDOW`], most work first (at most
-    /// [`MAX_WORKERS`]), with their hashrate estimated from that work. Reused for up to
-    /// [`WORKERS_CACHE_AGE`] while no proof is judged here.
+    /// [`MAX_WORKERS`]), with their hashrate estimated from that work. One answer serves every
+    /// reader for [`WORKERS_MIN_AGE`], and for up to [`WORKERS_CACHE_AGE`] while no proof is
+    /// judged here.
     ///
     /// # Errors
     /// When the database fails.
     pub async fn workers(&self) -> Result<Arc<[Worker]>, AppError> {
+        let mut cached = self.inner.workers.lock().await;
+        // Read after the lock: a proof judged while another reader queried makes its answer old.
         let generation = self.inner.generation.load(Ordering::Relaxed);
-        {
-            let cached = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(c) = cached.as_ref()
-                && c.generation == generation
-                && c.at.elapsed() < WORKERS_CACHE_AGE
-            {
+        if let Some(c) = cached.as_ref() {
+            let age = c.at.elapsed();
+            if age < WORKERS_MIN_AGE || (c.generation == generation && age < WORKERS_CACHE_AGE) {
                 return Ok(c.workers.clone());
             }
         }
         let at = Instant::now();
         let workers = self.query_workers().await?;
-        let mut cached = self.inner.workers.lock().unwrap_or_else(PoisonError::into_inner);
-        // Keep the newest answer when two queries raced.
-        if cached.as_ref().is_none_or(|c| c.at <= at) {
-            *cached = Some(CachedWorkers { generation, at, workers: workers.clone() });
-        }
+        *cached = Some(CachedWorkers { generation, at, workers: workers.clone() });
         Ok(workers)
     }
 
