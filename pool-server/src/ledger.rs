@@ -14,7 +14,8 @@ use crate::balances::{BalanceLimitError, Balances};
 use crate::chain::{BlockFullError, Chain, Judgement, ShareJudgement};
 use crate::payout::Payout;
 use crate::storage::{
-    Forged, MAX_CHANGED_BLOCKS, Queued, ShareRow, ShareStored, Storage, Unavailable, WorkerRow,
+    FinderShare, Forged, MAX_CHANGED_BLOCKS, Queued, ShareRow, ShareStored, Storage, Unavailable,
+    WorkerRow,
 };
 
 /// Why a transaction was not queued.
@@ -162,20 +163,6 @@ impl Ledger {
             (Some(bits), Outcome::Rejected { reason: RejectReason::Invalid, .. }) => {
                 self.submit_share(sub, bits)
             }
-            (Some(bits), Outcome::Accepted(block)) => {
-                // A block is a share too: its work counts toward the miner's hashrate.
-                let row = ShareRow {
-                    block: block.index - 1,
-                    proof: sub.proof,
-                    id: sub.id.clone(),
-                    bits,
-                    ts: block.timestamp,
-                };
-                if let Err(e) = self.store.add_share(&row, block.index) {
-                    tracing::warn!(error = format!("{e:#}"), "could not count a block as a share");
-                }
-                Ok(outcome)
-            }
             _ => Ok(outcome),
         }
     }
@@ -293,7 +280,17 @@ impl Ledger {
                 let rewards = payout.rewards(&sub.id, finder_bits, shares);
                 chain.forge_with(pending.unwrap_or(chain.pending()), &rewards, sub.proof, now)
             };
-            match self.store.forge(tip, self.difficulty, payout.window(), &mut make)? {
+            // A block is a share too (for a connection with shares): its work counts toward
+            // the miner's hashrate, stored with the block.
+            let finder =
+                share_bits.map(|bits| FinderShare { id: sub.id.clone(), proof: sub.proof, bits });
+            match self.store.forge(
+                tip,
+                self.difficulty,
+                payout.window(),
+                finder.as_ref(),
+                &mut make,
+            )? {
                 Forged::Stored(block) => {
                     self.balances.record(&block);
                     self.chain.append(block.clone());

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::payout::Payout;
 use crate::storage::{
-    Changes, CheckPending, Forged, Loaded, MAX_CHANGED_BLOCKS, MakeBlock, Queued,
+    Changes, CheckPending, FinderShare, Forged, Loaded, MAX_CHANGED_BLOCKS, MakeBlock, Queued,
     SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, StoredBlock, Unavailable, WorkerRow,
     decode_block, proof_to_i64,
 };
@@ -253,6 +253,42 @@ fn read_blocks(
         )?);
     }
     Ok(blocks)
+}
+
+/// Stores an accepted share and counts it for its miner, unless that proof was already counted
+/// for that block (on any frontend); returns whether it was stored. Now and then drops shares
+/// older than [`SHARE_RETENTION_SECONDS`].
+fn insert_share(tx: &mut postgres::Transaction<'_>, share: &ShareRow) -> Result<bool, Fail> {
+    let block = to_i64(share.block, "block index")?;
+    let row = tx.query_opt(
+        "INSERT INTO pool_shares (block, proof, id, bits, work, ts) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (block, proof) DO NOTHING \
+         RETURNING seq",
+        &[
+            &block,
+            &proof_to_i64(share.proof),
+            &share.id,
+            &i32::from(share.bits),
+            &share_work(share.bits),
+            &share.ts,
+        ],
+    )?;
+    let Some(row) = row else { return Ok(false) };
+    let seq: i64 = row.try_get(0)?;
+    tx.execute(
+        "INSERT INTO pool_workers (id, shares, stale, invalid, first_share, last_share) \
+         VALUES ($1, 1, 0, 0, $2, $2) ON CONFLICT (id) DO UPDATE \
+         SET shares = pool_workers.shares + 1, \
+             last_share = GREATEST(pool_workers.last_share, excluded.last_share)",
+        &[&share.id, &share.ts],
+    )?;
+    if seq % PRUNE_EVERY == 0 {
+        tx.execute(
+            "DELETE FROM pool_shares WHERE ts < $1",
+            &[&(share.ts - SHARE_RETENTION_SECONDS)],
+        )?;
+    }
+    Ok(true)
 }
 
 /// Locks the head row and returns the stored chain's height.
@@ -485,6 +521,7 @@ impl Storage for PgStore {
         tip: u64,
         difficulty: Difficulty,
         window: usize,
+        finder: Option<&FinderShare>,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged> {
         let window = i64::try_from(window).unwrap_or(i64::MAX);
@@ -522,6 +559,10 @@ impl Storage for PgStore {
             if !pending.is_empty() {
                 tx.execute("DELETE FROM pool_pending WHERE seq <= $1", &[&last_seq])?;
             }
+            if let Some(finder) = finder {
+                // A winning proof is new for its block: nothing to count twice.
+                insert_share(&mut tx, &finder.row(&block))?;
+            }
             tx.execute("UPDATE pool_head SET height = $1", &[&idx])?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &idx.to_string()])?;
             *committing = true;
@@ -558,9 +599,7 @@ impl Storage for PgStore {
     }
 
     fn add_share(&mut self, share: &ShareRow, tip: u64) -> anyhow::Result<ShareStored> {
-        let block = to_i64(share.block, "block index")?;
         let tip = to_i64(tip, "height")?;
-        let bits = i32::from(share.bits);
         self.run("storing a share", |client, committing| {
             let mut tx = client.transaction()?;
             // Shares go in side by side; a forge waits for them (and they for it).
@@ -569,33 +608,8 @@ impl Storage for PgStore {
             if height != tip {
                 return Ok(ShareStored::Behind);
             }
-            let row = tx.query_opt(
-                "INSERT INTO pool_shares (block, proof, id, bits, work, ts) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (block, proof) DO NOTHING \
-                 RETURNING seq",
-                &[
-                    &block,
-                    &proof_to_i64(share.proof),
-                    &share.id,
-                    &bits,
-                    &share_work(share.bits),
-                    &share.ts,
-                ],
-            )?;
-            let Some(row) = row else { return Ok(ShareStored::Duplicate) };
-            let seq: i64 = row.try_get(0)?;
-            tx.execute(
-                "INSERT INTO pool_workers (id, shares, stale, invalid, first_share, last_share) \
-                 VALUES ($1, 1, 0, 0, $2, $2) ON CONFLICT (id) DO UPDATE \
-                 SET shares = pool_workers.shares + 1, \
-                     last_share = GREATEST(pool_workers.last_share, excluded.last_share)",
-                &[&share.id, &share.ts],
-            )?;
-            if seq % PRUNE_EVERY == 0 {
-                tx.execute(
-                    "DELETE FROM pool_shares WHERE ts < $1",
-                    &[&(share.ts - SHARE_RETENTION_SECONDS)],
-                )?;
+            if !insert_share(&mut tx, share)? {
+                return Ok(ShareStored::Duplicate);
             }
             *committing = true;
             tx.commit()?;

@@ -96,6 +96,31 @@ pub enum Queued {
     Behind,
 }
 
+/// The proof that wins a block, from a connection with shares: stored as its finder's share in
+/// the block's own transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinderShare {
+    /// The finder's id.
+    pub id: String,
+    /// The winning proof.
+    pub proof: u64,
+    /// The finder's share target, in leading zero bits: the work the share counts for.
+    pub bits: u8,
+}
+
+impl FinderShare {
+    /// The share row of the proof that won `block` (forged on block `block.index - 1`).
+    pub fn row(&self, block: &Block) -> ShareRow {
+        ShareRow {
+            block: block.index.saturating_sub(1),
+            proof: self.proof,
+            id: self.id.clone(),
+            bits: self.bits,
+            ts: block.timestamp,
+        }
+    }
+}
+
 /// An accepted share, as stored: the block it extends (the chain's last block when it was
 /// judged), its proof, the miner's id, the target it met and when.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,7 +220,8 @@ pub trait Storage: Send + std::fmt::Debug {
     /// If the stored chain still ends at block `tip`, builds the next block with `make` (given
     /// the pending transactions, which the block takes, and the last `window` shares) and stores
     /// it, judged at `difficulty`, in one transaction that also removes those pending
-    /// transactions.
+    /// transactions and, with `finder`, counts the winning proof as its finder's share (of block
+    /// `tip`, at the block's time).
     ///
     /// # Errors
     /// When the database fails ([`Unavailable`] when it cannot be reached); then the block
@@ -205,6 +231,7 @@ pub trait Storage: Send + std::fmt::Debug {
         tip: u64,
         difficulty: Difficulty,
         window: usize,
+        finder: Option<&FinderShare>,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged>;
 

@@ -22,8 +22,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use crate::lockfile::{DirLock, is_permission};
 pub use crate::storage::StoredBlock;
 use crate::storage::{
-    Changes, CheckPending, Forged, Loaded, MakeBlock, Queued, SHARE_RETENTION_SECONDS, ShareRow,
-    ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
+    Changes, CheckPending, FinderShare, Forged, Loaded, MakeBlock, Queued, SHARE_RETENTION_SECONDS,
+    ShareRow, ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
 };
 
 /// The database file's name inside `--data-dir`.
@@ -348,6 +348,17 @@ impl Store {
         block: &Block,
         difficulty: Option<Difficulty>,
     ) -> anyhow::Result<()> {
+        self.append_block_with_share(block, difficulty, None)
+    }
+
+    /// As [`Store::append_block`], and stores `share` (the winning proof as its finder's share)
+    /// in the same transaction.
+    fn append_block_with_share(
+        &mut self,
+        block: &Block,
+        difficulty: Option<Difficulty>,
+        share: Option<&ShareRow>,
+    ) -> anyhow::Result<()> {
         let body = serde_json::to_string(block).context("serialising a block")?;
         let idx = i64::try_from(block.index).context("block index beyond SQLite's range")?;
         let tx = self.conn.transaction()?;
@@ -357,6 +368,10 @@ impl Store {
         )?;
         tx.execute("DELETE FROM pending", [])?;
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'blocks'", [idx])?;
+        if let Some(share) = share {
+            // A winning proof is new for its block: nothing to count twice.
+            insert_share(&tx, share)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -373,6 +388,39 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// Stores an accepted share and counts it for its miner, unless that proof was already counted
+/// for that block; returns whether it was stored. Now and then drops shares older than
+/// [`SHARE_RETENTION_SECONDS`].
+fn insert_share(tx: &rusqlite::Transaction<'_>, share: &ShareRow) -> anyhow::Result<bool> {
+    let block = i64::try_from(share.block).context("block index beyond SQLite's range")?;
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO shares (block, proof, id, bits, work, ts) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            block,
+            proof_to_i64(share.proof),
+            share.id,
+            share.bits,
+            share_work(share.bits),
+            share.ts
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let seq = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO workers (id, shares, stale, invalid, first_share, last_share) \
+         VALUES (?1, 1, 0, 0, ?2, ?2) \
+         ON CONFLICT (id) DO UPDATE SET shares = shares + 1, last_share = excluded.last_share",
+        params![share.id, share.ts],
+    )?;
+    if seq % PRUNE_EVERY == 0 {
+        tx.execute("DELETE FROM shares WHERE ts < ?1", [share.ts - SHARE_RETENTION_SECONDS])?;
+    }
+    Ok(true)
 }
 
 /// The share tables (issue 12), added to any database at open: an older server ignores them.
@@ -437,11 +485,13 @@ impl Storage for Store {
         _tip: u64,
         difficulty: Difficulty,
         window: usize,
+        finder: Option<&FinderShare>,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged> {
         let shares = self.last_shares(window)?;
         let block = make(None, &shares);
-        self.append_block(&block, Some(difficulty))
+        let share = finder.map(|f| f.row(&block));
+        self.append_block_with_share(&block, Some(difficulty), share.as_ref())
             .with_context(|| format!("storing block {}", block.index))?;
         Ok(Forged::Stored(block))
     }
@@ -461,31 +511,9 @@ impl Storage for Store {
 
     fn add_share(&mut self, share: &ShareRow, _tip: u64) -> anyhow::Result<ShareStored> {
         // The only writer: the chain ends where the caller says.
-        let block = i64::try_from(share.block).context("block index beyond SQLite's range")?;
         let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO shares (block, proof, id, bits, work, ts) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                block,
-                proof_to_i64(share.proof),
-                share.id,
-                share.bits,
-                share_work(share.bits),
-                share.ts
-            ],
-        )?;
-        if inserted == 0 {
+        if !insert_share(&tx, share)? {
             return Ok(ShareStored::Duplicate);
-        }
-        tx.execute(
-            "INSERT INTO workers (id, shares, stale, invalid, first_share, last_share) \
-             VALUES (?1, 1, 0, 0, ?2, ?2) \
-             ON CONFLICT (id) DO UPDATE SET shares = shares + 1, last_share = excluded.last_share",
-            params![share.id, share.ts],
-        )?;
-        if tx.last_insert_rowid() % PRUNE_EVERY == 0 {
-            tx.execute("DELETE FROM shares WHERE ts < ?1", [share.ts - SHARE_RETENTION_SECONDS])?;
         }
         tx.commit().context("storing a share")?;
         Ok(ShareStored::Stored)

@@ -234,6 +234,57 @@ fn accepted_shares_survive_a_restart() {
     assert_eq!(count(second.addr), 3);
 }
 
+#[test]
+fn pplns_pays_shares_sent_before_a_kill_and_restart() {
+    use pool_server::payout::PPLNS_REWARD;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // 11-bit shares (one below the block's 12) that vardiff leaves alone.
+    let options = [
+        "--payout",
+        "pplns",
+        "--share-start-bits",
+        "11",
+        "--share-min-bits",
+        "11",
+        "--share-interval-ms",
+        "60000",
+    ];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let first = spawn_binary_with(&data, ZEROS, &options).expect("server starts");
+    let block = runtime.block_on(async {
+        let (mut ws, hello) = Ws::connect_and_greet(&format!("ws://{}/ws", first.addr)).await;
+        assert_eq!(opt_in(&mut ws).await, 11);
+        let mut proof = 0;
+        for _ in 0..2 {
+            proof = proof_with_bits(&hello["block"], 11, 12, proof + 1);
+            let answer = send_proof(&mut ws, proof, "before", Some(1)).await;
+            assert_eq!(answer["accepted"], true, "{answer}");
+        }
+        hello["block"].clone()
+    });
+    drop(first); // kill -9
+    let second = spawn_binary_with(&data, ZEROS, &options).expect("server restarts");
+    // A course miner wins block 1 over HTTP: its proof counts as one share at the block's bits.
+    let proof = proof_with_bits(&block, 12, 257, 0);
+    let won: Value = reqwest::blocking::Client::new()
+        .post(format!("http://{}/mine", second.addr))
+        .json(&json!({"proof": proof, "id": "finder"}))
+        .send()
+        .expect("POST /mine")
+        .json()
+        .expect("json");
+    assert_eq!(won["message"], "New Block Forged", "{won}");
+    let rewards = rewards_by_id(std::slice::from_ref(&won["block"]));
+    assert_eq!(rewards.values().sum::<u64>(), PPLNS_REWARD, "{won}");
+    // The two shares from before the kill (2 × 2^11) weigh as much as the finder's (2^12); the
+    // finder also gets its one unit, and rounding may move one more.
+    let before = rewards.get("before").copied().unwrap_or(0);
+    let finder = rewards.get("finder").copied().unwrap_or(0);
+    assert!(before > 0, "shares acknowledged before the kill were paid: {won}");
+    assert!(before.abs_diff(finder) <= 2, "before {before}, finder {finder}: {won}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_frontends_count_shares_once_and_agree_on_workers() {
     let Some(pg) = pg::server_or_skip() else { return };
