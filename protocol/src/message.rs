@@ -51,6 +51,57 @@ fn bits(obj: &Map<String, Value>) -> Result<u8, MessageError> {
     }
 }
 
+/// Reads a JSON object's fields; each refusal names the field and what it must be.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    /// Reads `value` as an object; else the refusal names `field` as not being `what`.
+    fn of(value: &'a Value, field: &'static str, what: &'static str) -> Result<Self, MessageError> {
+        value.as_object().map(Fields).ok_or_else(|| MessageError::wrong(field, what, value))
+    }
+
+    fn required(&self, field: &'static str) -> Result<&'a Value, MessageError> {
+        self.0.get(field).ok_or(MessageError::Missing(field))
+    }
+
+    fn uint(&self, field: &'static str) -> Result<u64, MessageError> {
+        let v = self.required(field)?;
+        v.as_u64().ok_or_else(|| MessageError::wrong(field, "a non-negative integer", v))
+    }
+
+    fn int(&self, field: &'static str) -> Result<i64, MessageError> {
+        let v = self.required(field)?;
+        v.as_i64().ok_or_else(|| MessageError::wrong(field, "an integer", v))
+    }
+
+    fn float(&self, field: &'static str) -> Result<f64, MessageError> {
+        let v = self.required(field)?;
+        v.as_f64().ok_or_else(|| MessageError::wrong(field, "a number", v))
+    }
+
+    fn text(&self, field: &'static str) -> Result<String, MessageError> {
+        match self.required(field)? {
+            Value::String(s) => Ok(s.clone()),
+            v => Err(MessageError::wrong(field, "a string", v)),
+        }
+    }
+
+    fn text_or_null(&self, field: &'static str) -> Result<Option<String>, MessageError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v) => Err(MessageError::wrong(field, "a string or null", v)),
+        }
+    }
+
+    fn list(&self, field: &'static str) -> Result<&'a Vec<Value>, MessageError> {
+        match self.required(field)? {
+            Value::Array(items) => Ok(items),
+            v => Err(MessageError::wrong(field, "a list", v)),
+        }
+    }
+}
+
 /// The largest coin amount anywhere: one transaction's `amount`, and the largest balance (either
 /// sign) that transfers may leave any id with. 2^53 − 1, so every balance is an exact integer in
 /// an `i64` and in JavaScript (the dashboard). The server refuses a transaction that would take
@@ -209,35 +260,15 @@ impl BlockSummary {
     }
 
     fn from_value(value: &Value) -> Result<Self, MessageError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| MessageError::wrong("recent", "a list of block summaries", value))?;
-        let uint = |field: &'static str| match obj.get(field) {
-            Some(v) => v.as_u64().ok_or_else(|| MessageError::wrong(field, "an integer", v)),
-            None => Err(MessageError::Missing(field)),
-        };
-        let text = |field: &'static str| match obj.get(field) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(MessageError::wrong(field, "a string", v)),
-            None => Err(MessageError::Missing(field)),
-        };
-        let text_or_null = |field: &'static str| match obj.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(MessageError::wrong(field, "a string or null", v)),
-        };
-        let timestamp = match obj.get("timestamp") {
-            Some(v) => v.as_f64().ok_or_else(|| MessageError::wrong("timestamp", "a number", v))?,
-            None => return Err(MessageError::Missing("timestamp")),
-        };
+        let f = Fields::of(value, "recent", "a list of block summaries")?;
         Ok(BlockSummary {
-            index: uint("index")?,
-            timestamp,
-            proof: uint("proof")?,
-            previous_hash: text("previous_hash")?,
-            hash: text_or_null("hash")?,
-            winner: text_or_null("winner")?,
-            transaction_count: uint("transaction_count")?,
+            index: f.uint("index")?,
+            timestamp: f.float("timestamp")?,
+            proof: f.uint("proof")?,
+            previous_hash: f.text("previous_hash")?,
+            hash: f.text_or_null("hash")?,
+            winner: f.text_or_null("winner")?,
+            transaction_count: f.uint("transaction_count")?,
         })
     }
 }
@@ -255,19 +286,8 @@ pub struct Balance {
 
 impl Balance {
     fn from_value(value: &Value) -> Result<Self, MessageError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| MessageError::wrong("balances", "a list of objects", value))?;
-        let id = match obj.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => return Err(MessageError::wrong("id", "a string", v)),
-            None => return Err(MessageError::Missing("id")),
-        };
-        let coins = match obj.get("coins") {
-            Some(v) => v.as_i64().ok_or_else(|| MessageError::wrong("coins", "an integer", v))?,
-            None => return Err(MessageError::Missing("coins")),
-        };
-        Ok(Balance { id, coins })
+        let f = Fields::of(value, "balances", "a list of objects")?;
+        Ok(Balance { id: f.text("id")?, coins: f.int("coins")? })
     }
 }
 
@@ -293,34 +313,15 @@ pub struct Worker {
 
 impl Worker {
     fn from_value(value: &Value) -> Result<Self, MessageError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| MessageError::wrong("workers", "a list of objects", value))?;
-        let uint = |field: &'static str| match obj.get(field) {
-            Some(v) => v.as_u64().ok_or_else(|| MessageError::wrong(field, "an integer", v)),
-            None => Err(MessageError::Missing(field)),
-        };
-        let float = |field: &'static str| match obj.get(field) {
-            Some(v) => v.as_f64().ok_or_else(|| MessageError::wrong(field, "a number", v)),
-            None => Err(MessageError::Missing(field)),
-        };
-        let id = match obj.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => return Err(MessageError::wrong("id", "a string", v)),
-            None => return Err(MessageError::Missing("id")),
-        };
-        let coins = match obj.get("coins") {
-            Some(v) => v.as_i64().ok_or_else(|| MessageError::wrong("coins", "an integer", v))?,
-            None => return Err(MessageError::Missing("coins")),
-        };
+        let f = Fields::of(value, "workers", "a list of objects")?;
         Ok(Worker {
-            id,
-            hashrate: float("hashrate")?,
-            shares: uint("shares")?,
-            stale: uint("stale")?,
-            invalid: uint("invalid")?,
-            last_share: float("last_share")?,
-            coins,
+            id: f.text("id")?,
+            hashrate: f.float("hashrate")?,
+            shares: f.uint("shares")?,
+            stale: f.uint("stale")?,
+            invalid: f.uint("invalid")?,
+            last_share: f.float("last_share")?,
+            coins: f.int("coins")?,
         })
     }
 }
@@ -384,43 +385,29 @@ impl ServerMessage {
     }
 
     fn stats_from_object(obj: &Map<String, Value>) -> Result<Self, MessageError> {
-        let uint = |field: &'static str| match obj.get(field) {
-            Some(v) => {
-                v.as_u64().ok_or_else(|| MessageError::wrong(field, "a non-negative integer", v))
-            }
-            None => Err(MessageError::Missing(field)),
-        };
-        let float = |field: &'static str| match obj.get(field) {
-            Some(v) => v.as_f64().ok_or_else(|| MessageError::wrong(field, "a number", v)),
-            None => Err(MessageError::Missing(field)),
-        };
-        let list = |field: &'static str| match obj.get(field) {
-            Some(Value::Array(items)) => Ok(items),
-            Some(v) => Err(MessageError::wrong(field, "a list", v)),
-            None => Err(MessageError::Missing(field)),
-        };
-        let difficulty = match obj.get("difficulty") {
-            Some(v) => v
-                .as_u64()
-                .and_then(|z| Difficulty::new(z).ok())
-                .ok_or_else(|| MessageError::wrong("difficulty", "an integer 1..=64", v))?,
-            None => return Err(MessageError::Missing("difficulty")),
-        };
+        let f = Fields(obj);
+        let difficulty = f.required("difficulty")?;
+        let difficulty = difficulty
+            .as_u64()
+            .and_then(|z| Difficulty::new(z).ok())
+            .ok_or_else(|| MessageError::wrong("difficulty", "an integer 1..=64", difficulty))?;
         let balances =
-            list("balances")?.iter().map(Balance::from_value).collect::<Result<_, _>>()?;
+            f.list("balances")?.iter().map(Balance::from_value).collect::<Result<_, _>>()?;
         let recent =
-            list("recent")?.iter().map(BlockSummary::from_value).collect::<Result<_, _>>()?;
+            f.list("recent")?.iter().map(BlockSummary::from_value).collect::<Result<_, _>>()?;
         // Servers older than shares leave it out.
         let workers = match obj.get("workers") {
             None => Vec::new(),
-            Some(_) => list("workers")?.iter().map(Worker::from_value).collect::<Result<_, _>>()?,
+            Some(_) => {
+                f.list("workers")?.iter().map(Worker::from_value).collect::<Result<_, _>>()?
+            }
         };
         Ok(ServerMessage::Stats {
-            chain_length: uint("chain_length")?,
+            chain_length: f.uint("chain_length")?,
             difficulty,
-            miners: uint("miners")?,
-            blocks_per_minute: float("blocks_per_minute")?,
-            hashrate: float("hashrate")?,
+            miners: f.uint("miners")?,
+            blocks_per_minute: f.float("blocks_per_minute")?,
+            hashrate: f.float("hashrate")?,
             balances,
             recent,
             workers,

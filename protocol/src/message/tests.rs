@@ -203,7 +203,7 @@ fn rejects_bad_stats_messages_with_reasons() {
     summary["transaction_count"] = json!([]);
     assert_eq!(
         with("recent", json!([summary])),
-        Err(r#""transaction_count" must be an integer, got []"#.into())
+        Err(r#""transaction_count" must be a non-negative integer, got []"#.into())
     );
     summary["transaction_count"] = json!(1);
     summary["hash"] = json!(5);
