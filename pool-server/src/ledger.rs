@@ -4,7 +4,8 @@
 //!
 //! Blocking (SQLite commits wait for the disk): call it only from `spawn_blocking` or startup.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use protocol::share::{ShareReject, block_bits};
@@ -14,8 +15,8 @@ use crate::balances::{BalanceLimitError, Balances};
 use crate::chain::{BlockFullError, Chain, Judgement, ShareJudgement};
 use crate::payout::Payout;
 use crate::storage::{
-    FinderShare, Forged, MAX_CHANGED_BLOCKS, Queued, ShareRow, ShareStored, Storage, Unavailable,
-    WorkerRow,
+    FinderShare, Forged, MAX_CHANGED_BLOCKS, Queued, RefusedCount, ShareRow, ShareStored, Storage,
+    Unavailable, WorkerRow,
 };
 
 /// Why a transaction was not queued.
@@ -69,6 +70,26 @@ pub struct Ledger {
     /// Blocks appended since [`Ledger::take_appended`] last ran, oldest first: won here or
     /// caught up from a shared database.
     appended: Vec<Block>,
+    /// Refused shares per id not stored yet (stale, invalid), and since when.
+    refused: HashMap<String, (u64, u64)>,
+    refused_since: Option<Instant>,
+}
+
+/// Refused shares are counted in memory and stored together, at most this long after the first
+/// of them (or when the workers are read, or the server stops): a flood of stale or invalid
+/// shares costs one commit a second, not one each. A crash loses at most these counts, never an
+/// accepted share.
+pub const REFUSED_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// ...or once this many ids have refusals waiting.
+pub const MAX_REFUSED_IDS: usize = 1024;
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // A clean stop keeps the refused shares counted in memory.
+        if let Err(e) = self.flush_refused() {
+            tracing::warn!(error = format!("{e:#}"), "could not count refused shares at stop");
+        }
+    }
 }
 
 /// How often a write is retried after finding that other servers moved the chain on.
@@ -99,7 +120,16 @@ impl Ledger {
         chain.reserve_reward_bytes(payout.extra_reward_bytes());
         store.mark_running()?;
         let balances = Balances::new(chain.blocks(), chain.pending());
-        Ok(Ledger { chain, store, difficulty, balances, payout, appended: Vec::new() })
+        Ok(Ledger {
+            chain,
+            store,
+            difficulty,
+            balances,
+            payout,
+            appended: Vec::new(),
+            refused: HashMap::new(),
+            refused_since: None,
+        })
     }
 
     /// Returns the chain.
@@ -231,15 +261,64 @@ impl Ledger {
             ),
         };
         let (reason, message) = refused;
-        self.store.count_refused(&sub.id, reason)?;
+        self.note_refused(&sub.id, reason);
         Ok(share(false, Some(reason), message, self.chain.last().index))
     }
 
-    /// Returns up to `limit` miners with shares since `since`, most work first.
+    /// Counts a refused share in memory; stores the counts when they are due.
+    fn note_refused(&mut self, id: &str, reason: ShareReject) {
+        if !self.refused.contains_key(id)
+            && self.refused.len() >= MAX_REFUSED_IDS
+            && let Err(e) = self.flush_refused()
+        {
+            // The counts waiting are kept for the next try; this one is let go, so the map
+            // stays bounded while the database is away.
+            tracing::warn!(error = format!("{e:#}"), "could not count refused shares");
+            return;
+        }
+        let counts = match self.refused.get_mut(id) {
+            Some(counts) => counts,
+            None => self.refused.entry(id.to_owned()).or_default(),
+        };
+        if reason == ShareReject::Stale {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
+        let since = *self.refused_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= REFUSED_FLUSH_EVERY
+            && let Err(e) = self.flush_refused()
+        {
+            tracing::warn!(error = format!("{e:#}"), "could not count refused shares");
+        }
+    }
+
+    /// Stores the refused shares counted so far.
+    ///
+    /// # Errors
+    /// When the database fails; then the counts are kept for the next try.
+    pub fn flush_refused(&mut self) -> anyhow::Result<()> {
+        if self.refused.is_empty() {
+            return Ok(());
+        }
+        let counts: Vec<RefusedCount> = self
+            .refused
+            .iter()
+            .map(|(id, (stale, invalid))| (id.clone(), *stale, *invalid))
+            .collect();
+        self.store.count_refused(&counts)?;
+        self.refused.clear();
+        self.refused_since = None;
+        Ok(())
+    }
+
+    /// Returns up to `limit` miners with shares since `since`, most work first (the refused
+    /// shares counted so far are stored first).
     ///
     /// # Errors
     /// When the database fails.
     pub fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>> {
+        self.flush_refused()?;
         self.store.workers(since, limit)
     }
 

@@ -141,6 +141,8 @@ pub async fn run(
     state
         .metrics()
         .identify(addr.to_string(), if config.database.is_some() { "postgres" } else { "sqlite" });
+    let flusher = state.clone();
+    tasks.spawn(async move { flusher.flush_refused().await });
     let storage = match &config.database {
         Some(url) => {
             // Blocks stored by the other frontends: read and broadcast as they are announced.

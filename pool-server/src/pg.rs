@@ -27,15 +27,15 @@ use anyhow::Context;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, IsolationLevel, NoTls};
-use protocol::share::{ShareReject, share_work};
+use protocol::share::share_work;
 use protocol::{Block, Difficulty, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use crate::payout::Payout;
 use crate::storage::{
     Changes, CheckPending, FinderShare, Forged, Loaded, MAX_CHANGED_BLOCKS, MakeBlock, Queued,
-    SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, StoredBlock, Unavailable, WorkerRow,
-    decode_block, proof_to_i64,
+    RefusedCount, SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, StoredBlock,
+    Unavailable, WorkerRow, decode_block, proof_to_i64,
 };
 
 /// The channel new blocks are announced on; the payload is the new height.
@@ -617,14 +617,19 @@ impl Storage for PgStore {
         })
     }
 
-    fn count_refused(&mut self, id: &str, reason: ShareReject) -> anyhow::Result<()> {
-        let sql = if reason == ShareReject::Stale {
-            "UPDATE pool_workers SET stale = stale + 1 WHERE id = $1"
-        } else {
-            "UPDATE pool_workers SET invalid = invalid + 1 WHERE id = $1"
-        };
-        self.run("counting a refused share", |client, _| {
-            client.execute(sql, &[&id])?;
+    fn count_refused(&mut self, counts: &[RefusedCount]) -> anyhow::Result<()> {
+        self.run("counting refused shares", |client, committing| {
+            let mut tx = client.transaction()?;
+            let update = tx.prepare(
+                "UPDATE pool_workers SET stale = stale + $2, invalid = invalid + $3 WHERE id = $1",
+            )?;
+            for (id, stale, invalid) in counts {
+                let stale = to_i64(*stale, "a count")?;
+                let invalid = to_i64(*invalid, "a count")?;
+                tx.execute(&update, &[id, &stale, &invalid])?;
+            }
+            *committing = true;
+            tx.commit()?;
             Ok(())
         })
     }

@@ -51,6 +51,11 @@ impl RateLimiter {
         self.per_second
     }
 
+    /// Returns how many requests an address may send at once.
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
     /// Takes one token for `ip`.
     ///
     /// # Errors

@@ -2,10 +2,10 @@
 //! variable difficulty ([`Vardiff`]), its proof rate and the cut-off for connections whose
 //! shares are mostly invalid ([`ShareConn`]), and the settings ([`ShareSettings`]).
 //!
-//! An opted-in connection's proofs are limited per connection, not per address: vardiff keeps
-//! an honest miner at one to two shares per interval, so a classroom behind one NAT address
-//! does not spend the address's proof allowance (`--proof-rate`) on shares, and the course's
-//! miners there keep all of it.
+//! An opted-in connection's proofs are limited per connection, not per address: it gets an
+//! allowance of `--proof-rate` of its own, so a classroom behind one NAT address does not spend
+//! the address's allowance on shares, and the course's miners there keep all of it. Vardiff
+//! keeps an honest miner at one to two shares per interval, far below it.
 //!
 //! Pure and synchronous (callers pass the time), so the rules are tested without a clock.
 
@@ -37,12 +37,6 @@ pub const MAX_STEP_BITS: u8 = 8;
 pub const CUTOFF_MIN_JUDGED: u32 = 20;
 /// ...and is cut off when more than this share of them were invalid or duplicates.
 pub const CUTOFF_INVALID_RATIO: f64 = 0.5;
-/// The proofs an opted-in connection may send per share interval on average: vardiff steers an
-/// honest miner to one or two, so this is only reached by a flood.
-pub const PROOFS_PER_INTERVAL: u32 = 8;
-/// ...and at once: a fast miner's first shares, before vardiff raised its target from the start
-/// bits, come in a burst.
-pub const PROOF_BURST: u32 = 32;
 
 /// Share settings for every connection.
 #[derive(Debug, Clone, Copy)]
@@ -150,26 +144,30 @@ pub struct ShareConn {
 }
 
 impl ShareConn {
-    /// Opts a connection in.
-    pub fn new(settings: &ShareSettings, difficulty: Difficulty, now: Instant) -> Self {
-        let per_second = f64::from(PROOFS_PER_INTERVAL) / settings.interval.as_secs_f64();
+    /// Opts a connection in; its proofs are allowed `proofs_per_second` on average and
+    /// `burst` at once.
+    pub fn new(
+        settings: &ShareSettings,
+        difficulty: Difficulty,
+        (proofs_per_second, burst): (f64, f64),
+        now: Instant,
+    ) -> Self {
         ShareConn {
             vardiff: Vardiff::new(settings, difficulty, now),
-            rate: TokenBucket::new(per_second, f64::from(PROOF_BURST), now),
+            rate: TokenBucket::new(proofs_per_second, burst, now),
             judged: 0,
             invalid: 0,
         }
     }
 
-    /// Takes one proof from the connection's allowance ([`PROOFS_PER_INTERVAL`],
-    /// [`PROOF_BURST`] at once).
+    /// Takes one proof from the connection's allowance.
     ///
     /// # Errors
     /// Why the proof is refused: too many, and how long to wait.
     pub fn allow(&mut self, now: Instant) -> Result<(), String> {
         self.rate.take(now).map_err(|limited| {
             format!(
-                "too many proofs on this connection: at most {:.0} a second ({PROOF_BURST} at \
+                "too many proofs on this connection: at most {:.0} a second (twice that at \
                  once) while vardiff aims at one share per {} ms; try again in {} ms",
                 self.rate.per_second(),
                 self.vardiff.interval.as_millis(),
@@ -259,14 +257,16 @@ mod tests {
 
     #[test]
     fn mostly_invalid_connections_are_cut_off() {
-        let mut c = ShareConn::new(&ShareSettings::default(), six(), Instant::now());
+        let mut c =
+            ShareConn::new(&ShareSettings::default(), six(), (100.0, 200.0), Instant::now());
         for _ in 0..19 {
             c.judged(true);
         }
         assert_eq!(c.cut_off(), None, "not before 20 verdicts");
         c.judged(true);
         assert!(c.cut_off().is_some());
-        let mut ok = ShareConn::new(&ShareSettings::default(), six(), Instant::now());
+        let mut ok =
+            ShareConn::new(&ShareSettings::default(), six(), (100.0, 200.0), Instant::now());
         for i in 0..40 {
             ok.judged(i % 3 == 0);
         }

@@ -7,7 +7,7 @@
 //! there are; a lagging connection just sees the newest value.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,8 @@ struct Shared {
     /// Bumped by every judged proof and every appended block: what the workers' figures
     /// depend on.
     generation: AtomicU64,
+    /// Set when a share is refused: the ledger holds counts to store ([`AppState::flush_refused`]).
+    refused: AtomicBool,
     /// The last `workers` answer (see [`AppState::workers`]). An async lock, held across the
     /// query, so that readers arriving meanwhile wait for its answer instead of querying too.
     workers: tokio::sync::Mutex<Option<CachedWorkers>>,
@@ -124,6 +126,7 @@ impl AppState {
             transaction_rate: limiter(limits.transaction_rate),
             shares: limits.shares,
             generation: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
             workers: tokio::sync::Mutex::new(None),
         };
         AppState { inner: Arc::new(inner) }
@@ -175,6 +178,13 @@ impl AppState {
     /// A 429 saying how long to wait, when `ip` sent too many.
     pub fn allow_proof(&self, ip: IpAddr) -> Result<(), AppError> {
         limited(&self.inner.proof_rate, ip, "proofs")
+    }
+
+    /// Returns the proof allowance of one address (or of one connection that asked for shares):
+    /// proofs a second on average, and at once.
+    pub fn proof_allowance(&self) -> (f64, f64) {
+        let rate = &self.inner.proof_rate;
+        (rate.per_second(), rate.burst())
     }
 
     /// Takes one transaction from `ip`'s allowance.
@@ -295,11 +305,36 @@ impl AppState {
                 }
                 Outcome::Share { accepted, reason, .. } => {
                     state.metrics().share(*accepted, *reason);
+                    if !accepted {
+                        state.inner.refused.store(true, Ordering::Relaxed);
+                    }
                 }
             }
             Ok(outcome)
         })
         .await
+    }
+
+    /// Stores the refused shares the ledger counted in memory, every
+    /// [`ledger::REFUSED_FLUSH_EVERY`] while there are any, until shutdown: so other frontends
+    /// see them even when nothing else happens here.
+    pub async fn flush_refused(&self) {
+        let mut tick = tokio::time::interval(ledger::REFUSED_FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shutdown().clone();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.inner.refused.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.with_ledger(|_, ledger| ledger.flush_refused()).await {
+                tracing::warn!(error = %e, "could not count refused shares; retrying");
+                self.inner.refused.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Returns the miners with shares in the last [`WORKER_WINDOW`], most work first (at most

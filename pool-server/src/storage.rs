@@ -12,8 +12,6 @@
 use anyhow::Context;
 use protocol::{Block, Difficulty, Transaction};
 
-use protocol::share::ShareReject;
-
 use crate::ledger::Refusal;
 
 /// A block as stored: the block, the hash recorded when it was appended, and the difficulty its
@@ -95,6 +93,10 @@ pub enum Queued {
     /// The stored chain moved past the caller's height: nothing was written; catch up and retry.
     Behind,
 }
+
+/// Refused shares of one id not yet stored: the id, how many were stale, how many invalid (or
+/// duplicates).
+pub type RefusedCount = (String, u64, u64);
 
 /// The proof that wins a block, from a connection with shares: stored as its finder's share in
 /// the block's own transaction.
@@ -256,12 +258,13 @@ pub trait Storage: Send + std::fmt::Debug {
     /// When the database fails ([`Unavailable`] when it cannot be reached).
     fn add_share(&mut self, share: &ShareRow, tip: u64) -> anyhow::Result<ShareStored>;
 
-    /// Counts a refused share for `id`, if `id` has a worker row (an accepted share) already,
-    /// so refusals cannot create rows.
+    /// Adds refused shares to their ids' counts, in one transaction: `(id, stale, invalid)`.
+    /// Only ids with a worker row (an accepted share) are counted, so refusals cannot create
+    /// rows.
     ///
     /// # Errors
-    /// When the database fails.
-    fn count_refused(&mut self, id: &str, reason: ShareReject) -> anyhow::Result<()>;
+    /// When the database fails; then nothing was counted.
+    fn count_refused(&mut self, counts: &[RefusedCount]) -> anyhow::Result<()>;
 
     /// Returns at most `limit` workers whose last share is after `since`, with the work of
     /// their shares after `since`, most work first.

@@ -15,15 +15,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use protocol::share::{ShareReject, share_work};
+use protocol::share::share_work;
 use protocol::{Block, Difficulty, Transaction};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::lockfile::{DirLock, is_permission};
 pub use crate::storage::StoredBlock;
 use crate::storage::{
-    Changes, CheckPending, FinderShare, Forged, Loaded, MakeBlock, Queued, SHARE_RETENTION_SECONDS,
-    ShareRow, ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
+    Changes, CheckPending, FinderShare, Forged, Loaded, MakeBlock, Queued, RefusedCount,
+    SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
 };
 
 /// The database file's name inside `--data-dir`.
@@ -519,11 +519,18 @@ impl Storage for Store {
         Ok(ShareStored::Stored)
     }
 
-    fn count_refused(&mut self, id: &str, reason: ShareReject) -> anyhow::Result<()> {
-        let column = if reason == ShareReject::Stale { "stale" } else { "invalid" };
-        self.conn
-            .execute(&format!("UPDATE workers SET {column} = {column} + 1 WHERE id = ?1"), [id])
-            .context("counting a refused share")?;
+    fn count_refused(&mut self, counts: &[RefusedCount]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE workers SET stale = stale + ?2, invalid = invalid + ?3 WHERE id = ?1",
+            )?;
+            for (id, stale, invalid) in counts {
+                let (stale, invalid) = (i64::try_from(*stale)?, i64::try_from(*invalid)?);
+                update.execute(params![id, stale, invalid])?;
+            }
+        }
+        tx.commit().context("counting refused shares")?;
         Ok(())
     }
 

@@ -287,7 +287,13 @@ async fn handle_text(
         }
         Ok(ClientMessage::Shares) => {
             let conn = shares.get_or_insert_with(|| {
-                ShareConn::new(&state.share_settings(), state.difficulty(), Instant::now())
+                let allowance = state.proof_allowance();
+                ShareConn::new(
+                    &state.share_settings(),
+                    state.difficulty(),
+                    allowance,
+                    Instant::now(),
+                )
             });
             return (Some(share_target(conn.vardiff.bits())), None);
         }
