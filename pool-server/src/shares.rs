@@ -67,6 +67,10 @@ impl Default for ShareSettings {
 /// twice as fast as wanted gets one bit more. So a fast miner is not let flood the server for
 /// long, and a slow one is brought down to shares it can find. The target stays within
 /// `min_bits..block_bits` (a share is always easier than a block).
+///
+/// Each connection starts at `start_bits`, even one from an id seen before: several machines
+/// often mine under one id (one `my_id.txt`), so the id's hashrate says little about this
+/// connection's. The climb is short: a fast miner's first 8 shares move it up to 8 bits at once.
 #[derive(Debug, Clone)]
 pub struct Vardiff {
     bits: u8,
