@@ -36,6 +36,7 @@ mod miner;
 mod net;
 pub mod output;
 mod pools;
+mod probe;
 pub mod search;
 mod session;
 pub mod tls;

@@ -1,6 +1,5 @@
 //! The pool's estimate of this miner's hashrate, shown beside the miner's own while it mines
-//! shares: `GET /workers` beside the endpoint (as `/balance/{id}`, see `balance`), this id's
-//! `hashrate`.
+//! shares: `GET /workers` beside the endpoint (see `probe`), this id's `hashrate`.
 //!
 //! Cheap and bounded: asked at most once per [`SHARES_REPORT_EVERY`] while shares are mined, one
 //! request in flight at a time, under [`BALANCE_TIMEOUT`], at most [`MAX_WORKERS_BODY_BYTES`]
@@ -8,99 +7,50 @@
 //! with the balance; the miner then estimates from its accepted shares alone.
 //!
 //! [`SHARES_REPORT_EVERY`]: crate::limits::SHARES_REPORT_EVERY
+//! [`BALANCE_TIMEOUT`]: crate::limits::BALANCE_TIMEOUT
 
-use reqwest::{Client, StatusCode};
+use reqwest::Client;
 use serde_json::Value;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::task::JoinHandle;
-use url::Url;
 
-use crate::balance::route_url;
 use crate::cli::Endpoint;
-use crate::http_body::read_capped;
-use crate::limits::{BALANCE_TIMEOUT, MAX_WORKERS_BODY_BYTES};
+use crate::limits::MAX_WORKERS_BODY_BYTES;
 use crate::output::{Event, Reporter};
+use crate::probe::RouteProbe;
 
 /// Asks the pool for its figure for one id.
 pub(crate) struct WorkersProbe {
-    client: Client,
-    url: Url,
+    probe: RouteProbe,
     id: String,
-    /// False once the server answered 404: it has no such route.
-    supported: Arc<AtomicBool>,
-    pending: Option<JoinHandle<()>>,
 }
 
 impl WorkersProbe {
     /// Returns a probe for `id` on the server at `endpoint`, or `None` when no URL can be made.
     pub(crate) fn new(endpoint: &Endpoint, id: &str, client: Client) -> Option<Self> {
-        Some(WorkersProbe {
-            client,
-            url: route_url(endpoint, &["workers"])?,
-            id: id.to_owned(),
-            supported: Arc::new(AtomicBool::new(true)),
-            pending: None,
-        })
+        let probe = RouteProbe::new(endpoint, &["workers"], client, MAX_WORKERS_BODY_BYTES)?;
+        Some(WorkersProbe { probe, id: id.to_owned() })
     }
 
     /// Reports `event` (an [`Event::Shares`]) once the pool has given its figure for the id, in
-    /// the background (at most [`BALANCE_TIMEOUT`] later); at once, with the miner's own
-    /// estimate, when a request is still in flight, the route is missing or the pool does not
-    /// list the id.
+    /// the background (at most [`BALANCE_TIMEOUT`](crate::limits::BALANCE_TIMEOUT) later); at
+    /// once, with the miner's own estimate, when a request is still in flight, the route is
+    /// missing or the pool does not list the id.
     pub(crate) fn report(&mut self, event: Event, reporter: &Reporter) {
-        if self.pending.as_ref().is_some_and(|p| !p.is_finished())
-            || !self.supported.load(Ordering::Relaxed)
-        {
+        if !self.probe.ready() {
             reporter.emit(event);
             return;
         }
-        let (client, url, id) = (self.client.clone(), self.url.clone(), self.id.clone());
-        let (supported, reporter) = (self.supported.clone(), reporter.clone());
-        self.pending = Some(tokio::spawn(async move {
+        let (id, reporter) = (self.id.clone(), reporter.clone());
+        self.probe.spawn(move |answer| {
             let mut event = event;
-            if let Some(Some(rate)) = fetch(&client, &url, &id, &supported).await
+            if let Some(rate) = answer.as_ref().and_then(|a| hashrate_of(a, &id))
                 && let Event::Shares { pool_hashrate, pool_source, .. } = &mut event
             {
                 *pool_hashrate = rate;
                 *pool_source = "workers";
             }
             reporter.emit(event);
-        }));
+        });
     }
-}
-
-impl Drop for WorkersProbe {
-    fn drop(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            pending.abort();
-        }
-    }
-}
-
-/// One bounded `GET /workers`: `Some(Some(rate))` with the id's hashrate, `Some(None)` when
-/// the id is not listed, `None` on any failure. A 404 marks the route as missing.
-async fn fetch(
-    client: &Client,
-    url: &Url,
-    id: &str,
-    supported: &AtomicBool,
-) -> Option<Option<f64>> {
-    let answer = tokio::time::timeout(BALANCE_TIMEOUT, async {
-        let response = client.get(url.clone()).timeout(BALANCE_TIMEOUT).send().await.ok()?;
-        if response.status() == StatusCode::NOT_FOUND {
-            supported.store(false, Ordering::Relaxed);
-            return None;
-        }
-        if !response.status().is_success() {
-            return None;
-        }
-        let body = read_capped(response, MAX_WORKERS_BODY_BYTES).await.ok()?;
-        let answer: Value = serde_json::from_slice(&body).ok()?;
-        Some(hashrate_of(&answer, id))
-    })
-    .await;
-    answer.ok().flatten()
 }
 
 /// Returns the `hashrate` of `id` in a `/workers` answer, when it is listed with a finite,
@@ -120,6 +70,7 @@ fn hashrate_of(answer: &Value, id: &str) -> Option<f64> {
 mod tests {
     use super::*;
     use crate::cli::parse_endpoint;
+    use crate::probe::route_url;
     use serde_json::json;
 
     #[test]
