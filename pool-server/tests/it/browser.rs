@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use protocol::share::leading_zero_bits;
-use protocol::{ProofChecker, to_python_json};
-
-use crate::support::{Server, Ws};
+use crate::support::{Server, Ws, opt_in, proof_with_bits, send_proof};
 
 /// Guards against a hang only; the script normally takes seconds.
 const SCRIPT_GUARD: Duration = Duration::from_secs(180);
@@ -53,28 +50,12 @@ async fn dashboard_shows_new_blocks_live_in_chromium() {
     let server = Server::start(3).await;
     // Two shares from "sharer", for the page's workers table.
     let (mut ws, hello) = Ws::connect_and_greet(&server.ws_url()).await;
-    ws.send_text(r#"{"type":"shares"}"#).await;
-    let bits = loop {
-        let frame = ws.recv().await;
-        if frame["type"] == "share_target" {
-            break frame["bits"].as_u64().expect("bits") as u32;
-        }
-    };
-    let checker = ProofChecker::new(&to_python_json(&hello["block"]));
+    let bits = u32::try_from(opt_in(&mut ws).await).expect("bits");
     let mut proof = 0;
     for _ in 0..2 {
-        proof = (proof + 1..)
-            .find(|p| (bits..12).contains(&leading_zero_bits(&checker.digest(*p))))
-            .expect("a share");
-        ws.send_text(format!(r#"{{"type":"proof","proof":{proof},"id":"sharer","index":1}}"#))
-            .await;
-        loop {
-            let frame = ws.recv().await;
-            if frame["type"] == "share" {
-                assert_eq!(frame["accepted"], true, "{frame}");
-                break;
-            }
-        }
+        proof = proof_with_bits(&hello["block"], bits, 12, proof + 1);
+        let answer = send_proof(&mut ws, proof, "sharer", Some(1)).await;
+        assert_eq!((&answer["type"], &answer["accepted"]), (&"share".into(), &true.into()));
     }
     let mut script = tokio::process::Command::new("node");
     script

@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use pool_server::serve::Limits;
 use pool_server::shares::ShareSettings;
-use protocol::share::leading_zero_bits;
-use protocol::{ProofChecker, to_python_json};
 use serde_json::{Value, json};
 
 use crate::pg;
-use crate::support::{Server, Ws, spawn_binary_with};
+use crate::support::{Server, Ws, opt_in, proof_with_bits, send_proof, spawn_binary_with};
 
 /// Difficulty 3: a block needs 12 zero bits; shares start at 4.
 const ZEROS: u64 = 3;
@@ -22,38 +20,6 @@ fn limits(start_bits: u8) -> Limits {
         proof_rate: 1_000_000,
         shares: ShareSettings { interval: Duration::from_secs(1), start_bits, min_bits: 2 },
         ..Limits::default()
-    }
-}
-
-/// Returns the first proof from `start` whose digest for `block` has `lo..hi` leading zero bits.
-fn proof_with_bits(block: &Value, lo: u32, hi: u32, start: u64) -> u64 {
-    let checker = ProofChecker::new(&to_python_json(block));
-    (start..)
-        .find(|p| (lo..hi).contains(&leading_zero_bits(&checker.digest(*p))))
-        .expect("a proof exists")
-}
-
-async fn opt_in(ws: &mut Ws) -> u64 {
-    ws.send_text(json!({"type": "shares"}).to_string()).await;
-    loop {
-        let frame = ws.recv().await;
-        if frame["type"] == "share_target" {
-            return frame["bits"].as_u64().expect("bits");
-        }
-    }
-}
-
-async fn send_proof(ws: &mut Ws, proof: u64, id: &str, index: Option<u64>) -> Value {
-    let mut msg = json!({"type": "proof", "proof": proof, "id": id});
-    if let Some(index) = index {
-        msg["index"] = json!(index);
-    }
-    ws.send_text(msg.to_string()).await;
-    loop {
-        let frame = ws.recv().await;
-        if frame["type"] == "share" || frame["type"] == "result" || frame["type"] == "error" {
-            return frame;
-        }
     }
 }
 
@@ -140,17 +106,8 @@ async fn a_fast_miner_gets_a_harder_target_pushed() {
     let mut target = 2;
     for _ in 0..8 {
         proof = proof_with_bits(&block, target as u32, 16, proof + 1);
-        ws.send_text(
-            json!({"type": "proof", "proof": proof, "id": "fast", "index": 1}).to_string(),
-        )
-        .await;
-        loop {
-            let frame = ws.recv().await;
-            if frame["type"] == "share" {
-                assert_eq!(frame["accepted"], true, "{frame}");
-                break;
-            }
-        }
+        let answer = send_proof(&mut ws, proof, "fast", Some(1)).await;
+        assert_eq!((&answer["type"], &answer["accepted"]), (&json!("share"), &json!(true)));
     }
     let pushed = loop {
         let frame = ws.recv().await;

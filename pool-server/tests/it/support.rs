@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use pool_server::Config;
 use pool_server::serve::Limits;
-use protocol::Difficulty;
+use protocol::share::leading_zero_bits;
+use protocol::{Difficulty, ProofChecker, to_python_json};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -378,4 +379,39 @@ pub async fn ws_from(from: IpAddr, server: SocketAddr) -> Result<Ws, String> {
     .await
     .map(|(stream, _)| Ws::from_stream(stream))
     .map_err(|e| e.to_string())
+}
+
+/// Returns the first proof from `start` whose digest for `block` has `lo..hi` leading zero bits.
+pub fn proof_with_bits(block: &Value, lo: u32, hi: u32, start: u64) -> u64 {
+    let checker = ProofChecker::new(&to_python_json(block));
+    (start..)
+        .find(|p| (lo..hi).contains(&leading_zero_bits(&checker.digest(*p))))
+        .expect("a proof exists")
+}
+
+/// Asks for shares; returns the share target the server answers with.
+pub async fn opt_in(ws: &mut Ws) -> u64 {
+    ws.send_text(serde_json::json!({"type": "shares"}).to_string()).await;
+    loop {
+        let frame = ws.recv().await;
+        if frame["type"] == "share_target" {
+            return frame["bits"].as_u64().expect("bits");
+        }
+    }
+}
+
+/// Sends a proof and returns the server's answer to it (a `share`, `result` or `error`), skipping
+/// other frames.
+pub async fn send_proof(ws: &mut Ws, proof: u64, id: &str, index: Option<u64>) -> Value {
+    let mut msg = serde_json::json!({"type": "proof", "proof": proof, "id": id});
+    if let Some(index) = index {
+        msg["index"] = serde_json::json!(index);
+    }
+    ws.send_text(msg.to_string()).await;
+    loop {
+        let frame = ws.recv().await;
+        if frame["type"] == "share" || frame["type"] == "result" || frame["type"] == "error" {
+            return frame;
+        }
+    }
 }
