@@ -5,7 +5,7 @@
 //! Blocking (SQLite commits wait for the disk): call it only from `spawn_blocking` or startup.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use protocol::share::{ShareReject, block_bits};
@@ -70,15 +70,14 @@ pub struct Ledger {
     /// Blocks appended since [`Ledger::take_appended`] last ran, oldest first: won here or
     /// caught up from a shared database.
     appended: Vec<Block>,
-    /// Refused shares per id not stored yet (stale, invalid), and since when.
+    /// Refused shares per id not stored yet (stale, invalid).
     refused: HashMap<String, (u64, u64)>,
-    refused_since: Option<Instant>,
 }
 
-/// Refused shares are counted in memory and stored together, at most this long after the first
-/// of them (or when the workers are read, or the server stops): a flood of stale or invalid
-/// shares costs one commit a second, not one each. A crash loses at most these counts, never an
-/// accepted share.
+/// Refused shares are counted in memory and stored together this often (by
+/// `AppState::flush_refused`; also when the workers are read, and when the server stops): a
+/// flood of stale or invalid shares costs one commit a second, not one each. A crash loses at
+/// most these counts, never an accepted share.
 pub const REFUSED_FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// ...or once this many ids have refusals waiting.
 pub const MAX_REFUSED_IDS: usize = 1024;
@@ -128,7 +127,6 @@ impl Ledger {
             payout,
             appended: Vec::new(),
             refused: HashMap::new(),
-            refused_since: None,
         })
     }
 
@@ -265,7 +263,7 @@ impl Ledger {
         Ok(share(false, Some(reason), message, self.chain.last().index))
     }
 
-    /// Counts a refused share in memory; stores the counts when they are due.
+    /// Counts a refused share in memory (stored by [`Ledger::flush_refused`]).
     fn note_refused(&mut self, id: &str, reason: ShareReject) {
         if !self.refused.contains_key(id)
             && self.refused.len() >= MAX_REFUSED_IDS
@@ -285,12 +283,6 @@ impl Ledger {
         } else {
             counts.1 += 1;
         }
-        let since = *self.refused_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= REFUSED_FLUSH_EVERY
-            && let Err(e) = self.flush_refused()
-        {
-            tracing::warn!(error = format!("{e:#}"), "could not count refused shares");
-        }
     }
 
     /// Stores the refused shares counted so far.
@@ -308,7 +300,6 @@ impl Ledger {
             .collect();
         self.store.count_refused(&counts)?;
         self.refused.clear();
-        self.refused_since = None;
         Ok(())
     }
 
