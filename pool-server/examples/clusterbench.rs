@@ -27,10 +27,8 @@
 //! PostgreSQL and wraps it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,6 +37,7 @@ mod common;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use common::procs::{Cpu, Server, cpus_allowed, print_machine};
 use common::{RawFrame, RawWebSocket, check_fd_limit};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -175,10 +174,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut extra = vec!["--database".to_owned(), args.database.clone()];
         extra.extend(limits.iter().map(|s| (*s).to_owned()));
         let data = dir.path().join(format!("frontend-{k}"));
-        frontends.push(Server::start(&bin, &format!("frontend-{k}"), &data, &extra, &args)?);
+        frontends.push(Server::start(
+            &bin,
+            &format!("frontend-{k}"),
+            &data,
+            &extra,
+            args.difficulty,
+        )?);
     }
     let extra: Vec<String> = limits.iter().map(|s| (*s).to_owned()).collect();
-    let sqlite = Server::start(&bin, "sqlite", &dir.path().join("sqlite"), &extra, &args)?;
+    let sqlite =
+        Server::start(&bin, "sqlite", &dir.path().join("sqlite"), &extra, args.difficulty)?;
     println!(
         "servers: {} frontends on PostgreSQL ({}), one SQLite server ({}); difficulty {}",
         frontends.len(),
@@ -838,184 +844,6 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     (at(0.5), at(0.99), at(1.0))
-}
-
-// --- Machine and CPU time -----------------------------------------------------------------------
-
-/// Prints the CPU model, the flags that matter to the miners' kernels, and the load average.
-fn print_machine(when: &str) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        cpuinfo
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_once(':'))
-            .map_or("?", |(_, v)| v.trim())
-    };
-    let flags: Vec<&str> = field("flags").split_whitespace().collect();
-    let has = |f: &str| format!("{f} {}", if flags.contains(&f) { "yes" } else { "no" });
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-    if when == "start" {
-        println!(
-            "machine: {} × {}; {}, {}, {}",
-            std::fs::read_to_string("/sys/devices/system/cpu/online")
-                .map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned()),
-            field("model name"),
-            has("sha_ni"),
-            has("avx2"),
-            has("avx512f")
-        );
-    }
-    println!("load average at the {when}: {load}");
-}
-
-/// `/proc/PID/stat` counts CPU time in clock ticks of 1/100 s (`USER_HZ`, fixed on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// CPU time, in clock ticks, of the servers in a run, of PostgreSQL and of the bench.
-#[derive(Default)]
-struct Cpu {
-    servers: u64,
-    postgres: Option<u64>,
-    bench: u64,
-}
-
-impl Cpu {
-    fn read(servers: &[Server], pg: Option<u32>) -> anyhow::Result<Cpu> {
-        let mut servers_ticks = 0;
-        for s in servers {
-            servers_ticks += stat_fields(&s.pid().to_string())?.0;
-        }
-        Ok(Cpu {
-            servers: servers_ticks,
-            postgres: pg.map(postgres_ticks).transpose()?,
-            bench: stat_fields("self")?.0,
-        })
-    }
-
-    fn since(&self, start: &Cpu) -> Cpu {
-        Cpu {
-            servers: self.servers.saturating_sub(start.servers),
-            postgres: self.postgres.zip(start.postgres).map(|(e, s)| e.saturating_sub(s)),
-            bench: self.bench.saturating_sub(start.bench),
-        }
-    }
-
-    /// "CPU s: servers …, PostgreSQL …, bench …; per <unit>: …".
-    fn describe(&self, units: u64, unit: &str) -> String {
-        let s = |t: u64| t as f64 / TICKS_PER_SECOND;
-        let per = |t: u64| t as f64 * 1e6 / TICKS_PER_SECOND / units.max(1) as f64;
-        let pg = self
-            .postgres
-            .map_or_else(String::new, |t| format!(", PostgreSQL {:.1} s ({:.0} µs)", s(t), per(t)));
-        format!(
-            "CPU (per {unit}): servers {:.1} s ({:.0} µs){pg}, bench {:.1} s ({:.0} µs)",
-            s(self.servers),
-            per(self.servers),
-            s(self.bench),
-            per(self.bench)
-        )
-    }
-}
-
-/// (user + system CPU ticks, parent PID, ticks of waited-for children) of a process.
-fn stat_fields(pid: &str) -> anyhow::Result<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which is in parentheses and may hold spaces): the state is
-    // the 3rd field, the parent the 4th, utime and stime the 14th and 15th, cutime and cstime
-    // the 16th and 17th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    let own = field(14).context("no utime")? + field(15).context("no stime")?;
-    let children = field(16).context("no cutime")? + field(17).context("no cstime")?;
-    Ok((own, field(4).context("no ppid")?, children))
-}
-
-/// CPU ticks of PostgreSQL: the postmaster, its live children (backends, writers) and the
-/// children it has waited for.
-fn postgres_ticks(postmaster: u32) -> anyhow::Result<u64> {
-    let (own, _, exited) = stat_fields(&postmaster.to_string())?;
-    let mut total = own + exited;
-    for entry in std::fs::read_dir("/proc").context("listing /proc")?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-            continue;
-        };
-        // A process may end between the listing and the read.
-        if let Ok((ticks, parent, _)) = stat_fields(pid)
-            && parent == u64::from(postmaster)
-        {
-            total += ticks;
-        }
-    }
-    Ok(total)
-}
-
-/// The CPUs a process may run on, as `/proc/PID/status` lists them.
-fn cpus_allowed(pid: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".to_owned())
-}
-
-// --- Servers ------------------------------------------------------------------------------------
-
-/// A pool-server child process.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(
-        bin: &Path,
-        name: &str,
-        data_dir: &Path,
-        extra: &[String],
-        args: &Args,
-    ) -> anyhow::Result<Server> {
-        let mut child = Command::new(bin)
-            .args(["--port", "0", "--difficulty", &args.difficulty.to_string(), "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "warn,pool_server=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {} ({name})", bin.display()))?;
-        let stderr = child.stderr.take().context("no stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let mut log = Vec::new();
-        let addr = loop {
-            let Some(line) = lines.next() else {
-                let _ = child.wait();
-                bail!("{name} exited before listening; its log:\n{}", log.join("\n"));
-            };
-            let line = line.context("reading the server's log")?;
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or("").trim_end_matches(':');
-                break addr.parse().with_context(|| format!("bad address in {line:?}"))?;
-            }
-            log.push(line);
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Ok(Server { child, addr })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 // --- A minimal WebSocket client (as in loadbench) -----------------------------------------------

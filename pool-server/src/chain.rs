@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use protocol::block::MAX_BLOCK_BYTES;
-use protocol::share::leading_zero_bits;
+use protocol::share::{block_bits, leading_zero_bits};
 use protocol::{
     Block, Difficulty, ProofChecker, ProofSubmission, RejectReason, Transaction, to_python_json,
 };
@@ -76,13 +76,18 @@ pub enum Judgement {
     },
 }
 
-/// What a proof that won no block is worth as a share.
+/// What a proof from a connection with shares is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShareJudgement {
+    /// It meets the block difficulty for its block: a block (or a stale one), for the chain's
+    /// owner to judge.
+    Block,
     /// It meets the target for the last block, whose index this is.
     Share {
         /// The block it was found on.
         block: u64,
+        /// The target it is counted at: the connection's, or the one just before a retarget.
+        bits: u8,
     },
     /// It meets the target for an earlier block, already won.
     Stale {
@@ -94,6 +99,68 @@ pub enum ShareJudgement {
         /// The leading zero bits it has.
         zero_bits: Option<u32>,
     },
+}
+
+/// A connection's share target: the current one, and the one before it while in-flight shares
+/// found for it may still arrive (see `shares::ShareConn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareTarget {
+    /// The target in force, in leading zero bits.
+    pub bits: u8,
+    /// A harder target's predecessor, still accepted for a moment after the retarget.
+    pub grace: Option<u8>,
+}
+
+/// The proof checkers of the newest [`RECENT_BLOCKS`] blocks, oldest first: enough to judge a
+/// share without the chain, and so without its lock. Published with each new block.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    checkers: Vec<(u64, ProofChecker)>,
+}
+
+impl Recent {
+    fn checker_of(&self, index: u64) -> Option<&ProofChecker> {
+        let oldest = self.checkers.first()?.0;
+        let (i, checker) = self.checkers.get(usize::try_from(index.checked_sub(oldest)?).ok()?)?;
+        (*i == index).then_some(checker)
+    }
+
+    /// Judges a proof from a connection with shares at `difficulty` and `target`: a
+    /// [`ShareJudgement::Block`] when it meets the block difficulty for its block; else a share
+    /// for the last block, or for the recent block it names in `index` (stale), or invalid
+    /// (below the target, or for no recent block). A proof without `index` is judged against
+    /// the last block.
+    pub fn judge_share(
+        &self,
+        sub: &ProofSubmission,
+        difficulty: Difficulty,
+        target: ShareTarget,
+    ) -> ShareJudgement {
+        let Some(last) = self.checkers.last().map(|(i, _)| *i) else {
+            return ShareJudgement::Invalid { zero_bits: None };
+        };
+        let block = sub.index.unwrap_or(last);
+        let Some(checker) = self.checker_of(block) else {
+            return ShareJudgement::Invalid { zero_bits: None };
+        };
+        let zero_bits = leading_zero_bits(&checker.digest(sub.proof));
+        if zero_bits >= u32::from(block_bits(difficulty)) {
+            return ShareJudgement::Block;
+        }
+        let bits = if zero_bits >= u32::from(target.bits) {
+            target.bits
+        } else {
+            match target.grace {
+                Some(grace) if zero_bits >= u32::from(grace) => grace,
+                _ => return ShareJudgement::Invalid { zero_bits: Some(zero_bits) },
+            }
+        };
+        if block == last {
+            ShareJudgement::Share { block, bits }
+        } else {
+            ShareJudgement::Stale { block }
+        }
+    }
 }
 
 /// A stored chain that breaks the rules; the message names the block and the problem.
@@ -284,23 +351,10 @@ impl Chain {
         (*i == index).then_some(checker)
     }
 
-    /// Judges, as a share at `bits`, a proof that did not win a block: a share for the last
-    /// block, or for the recent block it names in `index` (stale), or invalid (below `bits`, or
-    /// for no recent block). A proof without `index` is judged against the last block only.
-    pub fn judge_share(&self, sub: &ProofSubmission, bits: u8) -> ShareJudgement {
-        let last = self.last().index;
-        let block = sub.index.unwrap_or(last);
-        let Some(checker) = self.checker_of(block) else {
-            return ShareJudgement::Invalid { zero_bits: None };
-        };
-        let zero_bits = leading_zero_bits(&checker.digest(sub.proof));
-        if zero_bits < u32::from(bits) {
-            ShareJudgement::Invalid { zero_bits: Some(zero_bits) }
-        } else if block == last {
-            ShareJudgement::Share { block }
-        } else {
-            ShareJudgement::Stale { block }
-        }
+    /// Returns the proof checkers of the newest blocks, for judging shares without the chain
+    /// (see [`Recent`]).
+    pub fn recent(&self) -> Recent {
+        Recent { checkers: self.recent.iter().cloned().collect() }
     }
 
     /// Judges `sub` against the chain at `difficulty`. `now` (seconds since the epoch) only

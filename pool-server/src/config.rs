@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use protocol::Difficulty;
 
-use crate::payout::{DEFAULT_PPLNS_SHARES, MAX_PPLNS_SHARES, Payout};
+use crate::payout::{DEFAULT_PPLNS_WINDOW, MAX_PPLNS_WINDOW, Payout};
 use crate::serve::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
     DEFAULT_TRANSACTION_RATE, Limits,
@@ -85,12 +85,14 @@ pub struct Cli {
     #[arg(long, default_value_t = DEFAULT_MIN_BITS)]
     pub share_min_bits: u8,
     /// How block rewards are paid: solo (one coin to the proof's sender, the course's rule) or
-    /// pplns (1,000,000 units a block, split over the pool's last --pplns-shares shares by work).
+    /// pplns (1,000,000 units a block, split by work over the pool's last shares whose work
+    /// adds up to --pplns-window blocks' work).
     #[arg(long, value_enum, default_value = "solo")]
     pub payout: PayoutArg,
-    /// N of PPLNS: the last this many accepted shares are paid.
-    #[arg(long, default_value_t = DEFAULT_PPLNS_SHARES, value_name = "N")]
-    pub pplns_shares: usize,
+    /// N of PPLNS: the shares of the pool's last N blocks' work (N × 16^difficulty hashes) are
+    /// paid, by work.
+    #[arg(long, default_value_t = DEFAULT_PPLNS_WINDOW, value_name = "N")]
+    pub pplns_window: u32,
     /// Serve HTTPS and WSS (instead of HTTP and WS) with this PEM certificate chain.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -161,9 +163,9 @@ pub enum ConfigError {
     /// `--database` is not a PostgreSQL URL.
     #[error("--database must be a PostgreSQL URL such as postgres://USER@HOST:PORT/DB")]
     Database,
-    /// `--pplns-shares` is out of range.
-    #[error("--pplns-shares must be between 1 and {MAX_PPLNS_SHARES}, got {0}")]
-    PplnsShares(usize),
+    /// `--pplns-window` is out of range.
+    #[error("--pplns-window must be between 1 and {MAX_PPLNS_WINDOW}, got {0}")]
+    PplnsWindow(u32),
     /// `--share-interval-ms` is out of range.
     #[error(
         "--share-interval-ms must be between {MIN_SHARE_INTERVAL_MS} and {MAX_SHARE_INTERVAL_MS}, got {0}"
@@ -214,12 +216,12 @@ impl Cli {
                 return Err(ConfigError::ShareBits(flag, bits));
             }
         }
-        if !(1..=MAX_PPLNS_SHARES).contains(&self.pplns_shares) {
-            return Err(ConfigError::PplnsShares(self.pplns_shares));
+        if !(1..=MAX_PPLNS_WINDOW).contains(&self.pplns_window) {
+            return Err(ConfigError::PplnsWindow(self.pplns_window));
         }
         let payout = match self.payout {
             PayoutArg::Solo => Payout::Solo,
-            PayoutArg::Pplns => Payout::Pplns { shares: self.pplns_shares },
+            PayoutArg::Pplns => Payout::Pplns { window: self.pplns_window },
         };
         let database = match self.database {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {

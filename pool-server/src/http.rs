@@ -42,8 +42,6 @@ pub async fn mine(
         Outcome::Rejected { reason, message, index } => {
             json!({ "message": message, "reason": reason, "index": index })
         }
-        // Not asked for: HTTP submissions are judged as blocks only.
-        Outcome::Share { message, index, .. } => json!({ "message": message, "index": index }),
     }))
 }
 

@@ -4,19 +4,17 @@
 //!
 //! Blocking (SQLite commits wait for the disk): call it only from `spawn_blocking` or startup.
 
-use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use protocol::share::{ShareReject, block_bits};
+use protocol::share::block_bits;
 use protocol::{Block, Difficulty, ProofSubmission, RejectReason, Transaction};
 
 use crate::balances::{BalanceLimitError, Balances};
-use crate::chain::{BlockFullError, Chain, Judgement, ShareJudgement};
+use crate::chain::{BlockFullError, Chain, Judgement};
 use crate::payout::Payout;
 use crate::storage::{
-    FinderShare, Forged, MAX_CHANGED_BLOCKS, Queued, RefusedCount, ShareRow, ShareStored, Storage,
-    Unavailable, WorkerRow,
+    FinderShare, Forged, MAX_CHANGED_BLOCKS, Queued, ShareStore, Storage, Unavailable,
 };
 
 /// Why a transaction was not queued.
@@ -35,19 +33,6 @@ pub enum Refusal {
 pub enum Outcome {
     /// The proof won: this block is now committed as the chain's last block.
     Accepted(Block),
-    /// The proof won no block and was judged as a share (the connection asked for shares).
-    Share {
-        /// Whether it was counted.
-        accepted: bool,
-        /// Why not, when not.
-        reason: Option<ShareReject>,
-        /// A sentence for the miner.
-        message: String,
-        /// The chain's last index.
-        index: u64,
-        /// The target it was judged at.
-        bits: u8,
-    },
     /// The proof lost.
     Rejected {
         /// Stale or invalid.
@@ -70,25 +55,6 @@ pub struct Ledger {
     /// Blocks appended since [`Ledger::take_appended`] last ran, oldest first: won here or
     /// caught up from a shared database.
     appended: Vec<Block>,
-    /// Refused shares per id not stored yet (stale, invalid).
-    refused: HashMap<String, (u64, u64)>,
-}
-
-/// Refused shares are counted in memory and stored together this often (by
-/// `AppState::flush_refused`; also when the workers are read, and when the server stops): a
-/// flood of stale or invalid shares costs one commit a second, not one each. A crash loses at
-/// most these counts, never an accepted share.
-pub const REFUSED_FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// ...or once this many ids have refusals waiting.
-pub const MAX_REFUSED_IDS: usize = 1024;
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        // A clean stop keeps the refused shares counted in memory.
-        if let Err(e) = self.flush_refused() {
-            tracing::warn!(error = format!("{e:#}"), "could not count refused shares at stop");
-        }
-    }
 }
 
 /// How often a write is retried after finding that other servers moved the chain on.
@@ -119,20 +85,20 @@ impl Ledger {
         chain.reserve_reward_bytes(payout.extra_reward_bytes());
         store.mark_running()?;
         let balances = Balances::new(chain.blocks(), chain.pending());
-        Ok(Ledger {
-            chain,
-            store,
-            difficulty,
-            balances,
-            payout,
-            appended: Vec::new(),
-            refused: HashMap::new(),
-        })
+        Ok(Ledger { chain, store, difficulty, balances, payout, appended: Vec::new() })
     }
 
     /// Returns the chain.
     pub fn chain(&self) -> &Chain {
         &self.chain
+    }
+
+    /// Opens the share writer's connection to the same database (see [`Storage::share_store`]).
+    ///
+    /// # Errors
+    /// When the database cannot be opened.
+    pub fn share_store(&self) -> anyhow::Result<Box<dyn ShareStore>> {
+        self.store.share_store()
     }
 
     /// Returns the difficulty new proofs are judged at.
@@ -175,145 +141,13 @@ impl Ledger {
     }
 
     /// Judges a proof and, when it wins, forges the next block and commits it before returning.
-    /// With `share_bits` (the connection opted in to shares), a proof that wins no block and
-    /// is not valid for an earlier one at the block difficulty is judged as a share at that
-    /// target; an accepted share is stored before this returns.
+    /// With `share_bits` (the connection opted in to shares), a winning proof is also stored as
+    /// its finder's share of that target, in the block's transaction. (Shares that win no
+    /// block are judged and stored beside the ledger: `state`, `writer`.)
     ///
     /// # Errors
     /// When the database fails; then the chain is unchanged.
     pub fn submit(
-        &mut self,
-        sub: &ProofSubmission,
-        share_bits: Option<u8>,
-    ) -> anyhow::Result<Outcome> {
-        let outcome = self.submit_block(sub, share_bits)?;
-        match (share_bits, &outcome) {
-            (Some(bits), Outcome::Rejected { reason: RejectReason::Invalid, .. }) => {
-                self.submit_share(sub, bits)
-            }
-            _ => Ok(outcome),
-        }
-    }
-
-    fn submit_share(&mut self, sub: &ProofSubmission, bits: u8) -> anyhow::Result<Outcome> {
-        let now = now();
-        let share = |accepted: bool, reason: Option<ShareReject>, message: String, index: u64| {
-            Outcome::Share { accepted, reason, message, index, bits }
-        };
-        let refused = match self.chain.judge_share(sub, bits) {
-            ShareJudgement::Share { block } => {
-                let row = ShareRow { block, proof: sub.proof, id: sub.id.clone(), bits, ts: now };
-                match self.store.add_share(&row, block)? {
-                    ShareStored::Stored => {
-                        return Ok(share(
-                            true,
-                            None,
-                            format!("share accepted ({bits} bits)"),
-                            block,
-                        ));
-                    }
-                    ShareStored::Duplicate => (
-                        ShareReject::Duplicate,
-                        format!(
-                            "proof {} was already counted as a share for block #{}",
-                            sub.proof,
-                            block + 1
-                        ),
-                    ),
-                    ShareStored::Behind => {
-                        self.catch_up()?;
-                        (
-                            ShareReject::Stale,
-                            format!(
-                                "block #{} was already won; mine on block #{}",
-                                block + 1,
-                                self.chain.last().index + 1
-                            ),
-                        )
-                    }
-                }
-            }
-            ShareJudgement::Stale { block } => (
-                ShareReject::Stale,
-                format!(
-                    "block #{} was already won (this share is for block {block}); mine on \
-                     block #{}",
-                    block + 1,
-                    self.chain.last().index + 1
-                ),
-            ),
-            ShareJudgement::Invalid { zero_bits } => (
-                ShareReject::Invalid,
-                match zero_bits {
-                    Some(z) => format!(
-                        "proof {} meets neither the block's difficulty ({} hex zeroes) nor the \
-                         share target ({bits} zero bits): its hash has {z}",
-                        sub.proof, self.difficulty
-                    ),
-                    None => format!(
-                        "proof {} is for no recent block; the last block is {}",
-                        sub.proof,
-                        self.chain.last().index
-                    ),
-                },
-            ),
-        };
-        let (reason, message) = refused;
-        self.note_refused(&sub.id, reason);
-        Ok(share(false, Some(reason), message, self.chain.last().index))
-    }
-
-    /// Counts a refused share in memory (stored by [`Ledger::flush_refused`]).
-    fn note_refused(&mut self, id: &str, reason: ShareReject) {
-        if !self.refused.contains_key(id)
-            && self.refused.len() >= MAX_REFUSED_IDS
-            && let Err(e) = self.flush_refused()
-        {
-            // The counts waiting are kept for the next try; this one is let go, so the map
-            // stays bounded while the database is away.
-            tracing::warn!(error = format!("{e:#}"), "could not count refused shares");
-            return;
-        }
-        let counts = match self.refused.get_mut(id) {
-            Some(counts) => counts,
-            None => self.refused.entry(id.to_owned()).or_default(),
-        };
-        if reason == ShareReject::Stale {
-            counts.0 += 1;
-        } else {
-            counts.1 += 1;
-        }
-    }
-
-    /// Stores the refused shares counted so far.
-    ///
-    /// # Errors
-    /// When the database fails; then the counts are kept for the next try.
-    pub fn flush_refused(&mut self) -> anyhow::Result<()> {
-        if self.refused.is_empty() {
-            return Ok(());
-        }
-        let counts: Vec<RefusedCount> = self
-            .refused
-            .iter()
-            .map(|(id, (stale, invalid))| (id.clone(), *stale, *invalid))
-            .collect();
-        self.store.count_refused(&counts)?;
-        self.refused.clear();
-        Ok(())
-    }
-
-    /// Returns up to `limit` miners with shares since `since`, most work first (the refused
-    /// shares counted so far are stored first).
-    ///
-    /// # Errors
-    /// When the database fails.
-    pub fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>> {
-        self.flush_refused()?;
-        self.store.workers(since, limit)
-    }
-
-    fn submit_block(
         &mut self,
         sub: &ProofSubmission,
         share_bits: Option<u8>,
@@ -345,9 +179,9 @@ impl Ledger {
                 return Ok(Outcome::Rejected { reason, message, index: self.chain.last().index });
             }
             let tip = self.chain.last().index;
-            let (chain, payout) = (&self.chain, self.payout);
+            let (chain, payout, difficulty) = (&self.chain, self.payout, self.difficulty);
             let mut make = |pending: Option<&[Transaction]>, shares: &[(String, u8)]| {
-                let rewards = payout.rewards(&sub.id, finder_bits, shares);
+                let rewards = payout.rewards(&sub.id, finder_bits, shares, difficulty);
                 chain.forge_with(pending.unwrap_or(chain.pending()), &rewards, sub.proof, now)
             };
             // A block is a share too (for a connection with shares): its work counts toward
@@ -357,7 +191,7 @@ impl Ledger {
             match self.store.forge(
                 tip,
                 self.difficulty,
-                payout.window(),
+                payout.window(self.difficulty),
                 finder.as_ref(),
                 &mut make,
             )? {

@@ -9,6 +9,9 @@
 //!   one pool: one winner per height, `LISTEN/NOTIFY` for new blocks).
 //! - `lockfile`: one server per data directory (an exclusive `flock`).
 //! - `ledger`: chain + store under one lock, so judge-and-append is atomic.
+//! - `shares`: vardiff and each opted-in connection's share rules; `writer`: group commit of
+//!   accepted shares (a batch per transaction, off the ledger's lock); `payout`: solo or PPLNS
+//!   by work.
 //! - `balances`: exact (`i128`) balances and the ±`MAX_COINS` rule for transfers.
 //! - `state`: [`AppState`], shared by handlers and connections; the broadcast `watch`.
 //! - `chain_json`: every block's JSON, serialised once, for `GET /chain` without the ledger lock.
@@ -42,6 +45,7 @@ pub mod state;
 pub mod storage;
 pub mod store;
 pub mod tls;
+pub mod writer;
 pub mod ws;
 
 use std::future::Future;
@@ -135,14 +139,16 @@ pub async fn run(
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let (http, ws) = if tls.is_some() { ("https", "wss") } else { ("http", "ws") };
 
+    let writer = ledger
+        .share_store()
+        .and_then(|store| Ok(writer::ShareWriter::start(store)?))
+        .context("starting the share writer")?;
     let token = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let state = AppState::new(ledger, &config.limits, token.clone(), tasks.clone());
+    let state = AppState::new(ledger, writer, &config.limits, token.clone(), tasks.clone());
     state
         .metrics()
         .identify(addr.to_string(), if config.database.is_some() { "postgres" } else { "sqlite" });
-    let flusher = state.clone();
-    tasks.spawn(async move { flusher.flush_refused().await });
     let storage = match &config.database {
         Some(url) => {
             // Blocks stored by the other frontends: read and broadcast as they are announced.

@@ -2,26 +2,32 @@
 //! sender) or `--payout pplns` (pay-per-last-N-shares).
 //!
 //! PPLNS: a block mints [`PPLNS_REWARD`] units. The finder gets 1 unit; the rest is split over
-//! the last N accepted shares of the pool (`--pplns-shares`, the block's own proof included as a
-//! share of the finder's target), each weighted by the work it stands for (2^bits), among the
-//! [`MAX_PAYEES`] ids with the most weight (ties by id), in proportion and exactly: each gets the
-//! floor of its part, and the units left over go one each to the largest remainders (ties by id),
-//! so the amounts always add up to the reward. The rewards are ordinary reward transactions
+//! the pool's last accepted shares whose work adds up to N blocks' work (`--pplns-window N`:
+//! N × 2^(4 × difficulty) hashes), newest first, the block's own proof first of all as a share
+//! of the finder's target. Each share weighs the work it stands for (2^bits); the oldest one
+//! counts only for the part of it inside the window. So the window is a quantity of work, not a
+//! number of shares: cheap shares count for what they cost, and a miner that sends a thousand
+//! 8-bit shares just before its block pushes out only the work those shares did (counted by
+//! shares, it pushed out every honest share and took the whole reward). The weights are split
+//! among the [`MAX_PAYEES`] ids with the most weight (ties by id), in proportion and exactly: each
+//! gets the floor of its part, and the units left over go one each to the largest remainders
+//! (ties by id), so the amounts always add up to the reward. The rewards are ordinary reward transactions
 //! (`sender` "0") at the end of the block, the finder's last, so the chain stays the record:
 //! `/balances` and any course client's chain agree with it exactly.
 
 use std::collections::BTreeMap;
 
-use protocol::Transaction;
 use protocol::block::REWARD_SENDER;
+use protocol::share::block_bits;
+use protocol::{Difficulty, Transaction};
 
 /// The units a block mints under PPLNS: fine enough that a share of a millionth of the window
 /// still earns a unit, and small enough that balances stay exact far beyond any classroom.
 pub const PPLNS_REWARD: u64 = 1_000_000;
-/// The default N of PPLNS: the last this many shares are paid.
-pub const DEFAULT_PPLNS_SHARES: usize = 1000;
+/// The default N of PPLNS: the shares of the last this many blocks' work are paid.
+pub const DEFAULT_PPLNS_WINDOW: u32 = 2;
 /// The most N may be.
-pub const MAX_PPLNS_SHARES: usize = 100_000;
+pub const MAX_PPLNS_WINDOW: u32 = 1000;
 /// The most ids one block pays (the finder included), so that the rewards fit in the block
 /// beside the pending transactions.
 pub const MAX_PAYEES: usize = 64;
@@ -35,29 +41,52 @@ pub enum Payout {
     /// One coin to the proof's sender (the course's rule).
     #[default]
     Solo,
-    /// [`PPLNS_REWARD`] units over the last `shares` shares.
+    /// [`PPLNS_REWARD`] units over the last `window` blocks' work of shares.
     Pplns {
         /// N.
-        shares: usize,
+        window: u32,
     },
 }
 
 impl std::fmt::Display for Payout {
-    /// `solo`, or `pplns over the last N shares`.
+    /// `solo`, or `pplns over the last N blocks' work of shares`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Payout::Solo => f.write_str("solo"),
-            Payout::Pplns { shares } => write!(f, "pplns over the last {shares} shares"),
+            Payout::Pplns { window: 1 } => {
+                f.write_str("pplns over the last block's work of shares")
+            }
+            Payout::Pplns { window } => {
+                write!(f, "pplns over the last {window} blocks' work of shares")
+            }
         }
     }
 }
 
 impl Payout {
-    /// The shares a forge must read (0 for solo).
-    pub fn window(self) -> usize {
+    /// The scheme as stored in a shared database: a code that stays the same when the display
+    /// text is reworded (`solo`, `pplns-work:N`).
+    pub fn code(self) -> String {
+        match self {
+            Payout::Solo => "solo".to_owned(),
+            Payout::Pplns { window } => format!("pplns-work:{window}"),
+        }
+    }
+
+    /// Reads a [`Payout::code`].
+    pub fn from_code(code: &str) -> Option<Payout> {
+        match code.split_once(':') {
+            None if code == "solo" => Some(Payout::Solo),
+            Some(("pplns-work", n)) => n.parse().ok().map(|window| Payout::Pplns { window }),
+            _ => None,
+        }
+    }
+
+    /// The work of the shares a forge must read at `difficulty`, in hashes (0 for solo).
+    pub fn window(self, difficulty: Difficulty) -> u128 {
         match self {
             Payout::Solo => 0,
-            Payout::Pplns { shares } => shares,
+            Payout::Pplns { window } => u128::from(window) << block_bits(difficulty).min(100),
         }
     }
 
@@ -69,20 +98,30 @@ impl Payout {
         }
     }
 
-    /// Returns the reward transactions of a block found by `finder` at `finder_bits`, with
-    /// `shares` the pool's last accepted shares (newest first, `(id, bits)`; at most the window).
+    /// Returns the reward transactions of a block found by `finder` at `finder_bits` at
+    /// `difficulty`, with `shares` the pool's last accepted shares (newest first, `(id, bits)`;
+    /// at least the window's work, when the pool has that much).
     pub fn rewards(
         self,
         finder: &str,
         finder_bits: u8,
         shares: &[(String, u8)],
+        difficulty: Difficulty,
     ) -> Vec<Transaction> {
         match self {
             Payout::Solo => vec![Transaction::reward(finder)],
-            Payout::Pplns { shares: n } => {
-                let window = shares.iter().take(n.saturating_sub(1));
+            Payout::Pplns { .. } => {
+                // The window's work, taken newest first: the block's own proof, then the
+                // shares, the last one only in part.
+                let mut left = self.window(difficulty);
                 let found = std::iter::once((finder, finder_bits));
-                let weights = found.chain(window.map(|(id, bits)| (id.as_str(), *bits)));
+                let weights = found
+                    .chain(shares.iter().map(|(id, bits)| (id.as_str(), *bits)))
+                    .map_while(|(id, bits)| {
+                        let weight = (1u128 << bits.min(100)).min(left);
+                        left -= weight;
+                        (weight > 0).then_some((id, weight))
+                    });
                 pplns(finder, weights, PPLNS_REWARD)
             }
         }
@@ -93,15 +132,15 @@ fn reward(id: &str, amount: u64) -> Transaction {
     Transaction { sender: REWARD_SENDER.to_owned(), recipient: id.to_owned(), amount }
 }
 
-/// Splits `total` as the module says: 1 to `finder`, the rest by weight 2^bits.
+/// Splits `total` as the module says: 1 to `finder`, the rest by the shares' weights.
 fn pplns<'a>(
     finder: &str,
-    shares: impl Iterator<Item = (&'a str, u8)>,
+    shares: impl Iterator<Item = (&'a str, u128)>,
     total: u64,
 ) -> Vec<Transaction> {
     let mut weight: BTreeMap<&str, u128> = BTreeMap::new();
-    for (id, bits) in shares {
-        *weight.entry(id).or_default() += 1u128 << bits.min(100);
+    for (id, w) in shares {
+        *weight.entry(id).or_default() += w;
     }
     // The heaviest ids, ties by id; the finder is always among them.
     let mut ranked: Vec<(&str, u128)> = weight.into_iter().collect();
@@ -140,13 +179,17 @@ fn pplns<'a>(
 mod tests {
     use super::*;
 
+    fn d(zeros: u64) -> Difficulty {
+        Difficulty::new(zeros).expect("difficulty")
+    }
+
     fn total(rewards: &[Transaction]) -> u64 {
         rewards.iter().map(|t| t.amount).sum()
     }
 
     #[test]
     fn solo_pays_one_coin_to_the_finder() {
-        let r = Payout::Solo.rewards("alice", 20, &[("bob".to_owned(), 20)]);
+        let r = Payout::Solo.rewards("alice", 20, &[("bob".to_owned(), 20)], d(6));
         assert_eq!(r, vec![Transaction::reward("alice")]);
     }
 
@@ -154,7 +197,7 @@ mod tests {
     fn pplns_splits_by_work_exactly_and_pays_the_finder_last() {
         // bob: 2 shares of 2^10; carol: 1 share of 2^11 — equal work; alice found at 2^10.
         let shares = [("bob".to_owned(), 10), ("carol".to_owned(), 11), ("bob".to_owned(), 10)];
-        let r = Payout::Pplns { shares: 100 }.rewards("alice", 10, &shares);
+        let r = Payout::Pplns { window: 8 }.rewards("alice", 10, &shares, d(3));
         assert_eq!(total(&r), PPLNS_REWARD);
         assert_eq!(r.last().map(|t| t.recipient.as_str()), Some("alice"));
         let of = |id: &str| r.iter().find(|t| t.recipient == id).map_or(0, |t| t.amount);
@@ -165,14 +208,45 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_n_shares_count_and_payees_are_capped() {
-        let old = [("new".to_owned(), 8), ("old".to_owned(), 8)];
-        let r = Payout::Pplns { shares: 2 }.rewards("finder", 8, &old);
+    fn only_the_window_s_work_counts_and_payees_are_capped() {
+        // One block of 8 bits: the finder's 2^7 and "new"'s 2^7 fill it; "old" is outside.
+        let old = [("new".to_owned(), 7), ("old".to_owned(), 7)];
+        let r = Payout::Pplns { window: 1 }.rewards("finder", 7, &old, d(2));
         assert!(r.iter().all(|t| t.recipient != "old"), "{r:?}");
+        // The oldest share counts only for its part inside the window: "edge" has 2^9 of work
+        // but only 2^8 of the window (2 × 2^8) is left for it after the finder's 2^8.
+        let edge = [("edge".to_owned(), 9), ("beyond".to_owned(), 9)];
+        let r = Payout::Pplns { window: 2 }.rewards("finder", 8, &edge, d(2));
+        let of = |id: &str| r.iter().find(|t| t.recipient == id).map_or(0, |t| t.amount);
+        assert_eq!(of("beyond"), 0, "{r:?}");
+        assert!(of("edge").abs_diff(of("finder")) <= 1, "{r:?}");
         let many: Vec<(String, u8)> = (0..200).map(|i| (format!("m{i:03}"), 8)).collect();
-        let r = Payout::Pplns { shares: 1000 }.rewards("finder", 8, &many);
+        let r = Payout::Pplns { window: 1000 }.rewards("finder", 8, &many, d(6));
         assert_eq!(r.len(), MAX_PAYEES);
         assert_eq!(total(&r), PPLNS_REWARD);
+    }
+
+    #[test]
+    fn cheap_shares_before_a_block_push_out_only_their_work() {
+        // Honest miners filled a 2-block window at 20 bits (block: 5 zeroes = 20 bits) with
+        // shares of 16 bits; then the finder sends 999 shares of 8 bits and its block, found at
+        // 8 bits. Counted by shares it would take everything; by work, about 2^18 / 2^21.
+        let mut shares: Vec<(String, u8)> = vec![("cheap".to_owned(), 8); 999];
+        shares.extend((0..64).map(|i| (format!("honest{}", i % 4), 16)));
+        let r = Payout::Pplns { window: 2 }.rewards("cheap", 8, &shares, d(5));
+        let cheap = r.iter().find(|t| t.recipient == "cheap").map_or(0, |t| t.amount);
+        let fair = PPLNS_REWARD as f64 * 1000.0 * 256.0 / 2f64.powi(21);
+        assert!((cheap as f64 - fair).abs() < 2.0, "cheap got {cheap}, its work is {fair}");
+        assert_eq!(total(&r), PPLNS_REWARD);
+    }
+
+    #[test]
+    fn codes_are_stable() {
+        for p in [Payout::Solo, Payout::Pplns { window: 2 }, Payout::Pplns { window: 1000 }] {
+            assert_eq!(Payout::from_code(&p.code()), Some(p));
+        }
+        assert_eq!(Payout::Pplns { window: 3 }.code(), "pplns-work:3");
+        assert_eq!(Payout::from_code("pplns over the last 1000 shares"), None);
     }
 
     #[test]
@@ -184,7 +258,7 @@ mod tests {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 shares.push((format!("id{}", seed % 13), 4 + (seed >> 60) as u8));
             }
-            let r = Payout::Pplns { shares: 30 }.rewards("f", 5, &shares);
+            let r = Payout::Pplns { window: 1 + round % 3 }.rewards("f", 5, &shares, d(2));
             assert_eq!(total(&r), PPLNS_REWARD, "round {round}: {r:?}");
             assert!(r.iter().all(|t| t.amount > 0));
         }

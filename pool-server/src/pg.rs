@@ -33,9 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::payout::Payout;
 use crate::storage::{
-    Changes, CheckPending, FinderShare, Forged, Loaded, MAX_CHANGED_BLOCKS, MakeBlock, Queued,
-    RefusedCount, SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, StoredBlock,
-    Unavailable, WorkerRow, decode_block, proof_to_i64,
+    Changes, CheckPending, FinderShare, Forged, Loaded, MAX_CHANGED_BLOCKS, MAX_KEPT_SHARES,
+    MakeBlock, Queued, ShareBatch, ShareRow, ShareStore, ShareStored, Storage, StoredBlock,
+    Unavailable, WorkerRow, decode_block, proof_to_i64, read_window, work_bucket, worker_deltas,
 };
 
 /// The channel new blocks are announced on; the payload is the new height.
@@ -102,10 +102,23 @@ pub const MIGRATIONS: &[&str] = &[
      );",
     // 3: the pool's payout scheme, which every frontend must share (NULL: not recorded yet).
     "ALTER TABLE pool_head ADD COLUMN payout text;",
+    // 4: share work per miner and second (the hashrate window reads these, not every share);
+    // the payout recorded as a stable code (`Payout::code`), not as display text: a PPLNS pool
+    // recorded by an older server (a window of N shares by count) is recorded again by the
+    // first frontend of this version (the window is now one of work).
+    "CREATE TABLE pool_share_work (
+         id     text   NOT NULL,
+         bucket bigint NOT NULL,
+         work   double precision NOT NULL,
+         PRIMARY KEY (id, bucket)
+     );
+     CREATE INDEX pool_share_work_bucket ON pool_share_work (bucket);
+     DROP INDEX IF EXISTS pool_shares_id_ts;
+     UPDATE pool_head SET payout = NULL WHERE payout IS DISTINCT FROM 'solo';",
 ];
 
-/// Shares stored between two removals of expired ones.
-const PRUNE_EVERY: i64 = 1024;
+/// Rows of the PPLNS window read from the database at a time.
+const WINDOW_CHUNK: i32 = 1024;
 
 /// The layout version this server writes.
 pub fn schema_version() -> i32 {
@@ -151,18 +164,28 @@ pub fn describe(config: &postgres::Config) -> String {
     format!("PostgreSQL database {db} on {host}:{port}")
 }
 
-/// One frontend's connection to the shared database.
-pub struct PgStore {
+/// A connection to the database that reconnects by itself (see [`Conn::run`]).
+struct Conn {
     config: postgres::Config,
     client: Option<Client>,
     last_used: Instant,
     name: String,
+}
+
+/// One frontend's connection to the shared database.
+pub struct PgStore {
+    conn: Conn,
     frontend: String,
+}
+
+/// The share writer's own connection to the shared database.
+pub struct PgShares {
+    conn: Conn,
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore").field("database", &self.name).finish_non_exhaustive()
+        f.debug_struct("PgStore").field("database", &self.conn.name).finish_non_exhaustive()
     }
 }
 
@@ -255,40 +278,123 @@ fn read_blocks(
     Ok(blocks)
 }
 
-/// Stores an accepted share and counts it for its miner, unless that proof was already counted
-/// for that block (on any frontend); returns whether it was stored. Now and then drops shares
-/// older than [`SHARE_RETENTION_SECONDS`].
-fn insert_share(tx: &mut postgres::Transaction<'_>, share: &ShareRow) -> Result<bool, Fail> {
-    let block = to_i64(share.block, "block index")?;
-    let row = tx.query_opt(
+/// Stores `shares` in the open transaction, each unless its proof was already stored for its
+/// block (on any frontend): one multi-row insert, then one upsert of the ids' counts and one of
+/// their work, in id order (so that frontends writing at once never deadlock). Returns what
+/// became of each share.
+fn insert_shares(
+    tx: &mut postgres::Transaction<'_>,
+    shares: &[ShareRow],
+) -> Result<Vec<ShareStored>, Fail> {
+    if shares.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut blocks = Vec::with_capacity(shares.len());
+    let mut proofs = Vec::with_capacity(shares.len());
+    for share in shares {
+        blocks.push(to_i64(share.block, "block index")?);
+        proofs.push(proof_to_i64(share.proof));
+    }
+    let ids: Vec<&str> = shares.iter().map(|s| s.id.as_str()).collect();
+    let bits: Vec<i32> = shares.iter().map(|s| i32::from(s.bits)).collect();
+    let work: Vec<f64> = shares.iter().map(|s| share_work(s.bits)).collect();
+    let ts: Vec<f64> = shares.iter().map(|s| s.ts).collect();
+    let rows = tx.query(
         "INSERT INTO pool_shares (block, proof, id, bits, work, ts) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (block, proof) DO NOTHING \
-         RETURNING seq",
-        &[
-            &block,
-            &proof_to_i64(share.proof),
-            &share.id,
-            &i32::from(share.bits),
-            &share_work(share.bits),
-            &share.ts,
-        ],
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::integer[], \
+                              $5::double precision[], $6::double precision[]) \
+         ON CONFLICT (block, proof) DO NOTHING RETURNING block, proof",
+        &[&blocks, &proofs, &ids, &bits, &work, &ts],
     )?;
-    let Some(row) = row else { return Ok(false) };
-    let seq: i64 = row.try_get(0)?;
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+    for row in rows {
+        inserted.insert((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?));
+    }
+    // A proof twice in one batch is stored once: the first is it, the other a duplicate.
+    let results: Vec<ShareStored> =
+        blocks
+            .iter()
+            .zip(&proofs)
+            .map(|(b, p)| {
+                if inserted.remove(&(*b, *p)) {
+                    ShareStored::Stored
+                } else {
+                    ShareStored::Duplicate
+                }
+            })
+            .collect();
+    let stored = shares.iter().zip(&results).filter(|(_, r)| **r == ShareStored::Stored);
+    let deltas = worker_deltas(stored.map(|(s, _)| s));
+    if deltas.is_empty() {
+        return Ok(results);
+    }
+    let (mut ids, mut counts, mut firsts, mut lasts) = (vec![], vec![], vec![], vec![]);
+    let (mut work_ids, mut buckets, mut works) = (vec![], vec![], vec![]);
+    for (id, d) in &deltas {
+        ids.push(*id);
+        counts.push(d.shares);
+        firsts.push(d.first);
+        lasts.push(d.last);
+        for (bucket, w) in &d.work {
+            work_ids.push(*id);
+            buckets.push(*bucket);
+            works.push(*w);
+        }
+    }
     tx.execute(
         "INSERT INTO pool_workers (id, shares, stale, invalid, first_share, last_share) \
-         VALUES ($1, 1, 0, 0, $2, $2) ON CONFLICT (id) DO UPDATE \
-         SET shares = pool_workers.shares + 1, \
+         SELECT t.id, t.n, 0, 0, t.f, t.l FROM UNNEST($1::text[], $2::bigint[], \
+             $3::double precision[], $4::double precision[]) AS t(id, n, f, l) \
+         ON CONFLICT (id) DO UPDATE \
+         SET shares = pool_workers.shares + excluded.shares, \
+             first_share = LEAST(pool_workers.first_share, excluded.first_share), \
              last_share = GREATEST(pool_workers.last_share, excluded.last_share)",
-        &[&share.id, &share.ts],
+        &[&ids, &counts, &firsts, &lasts],
     )?;
-    if seq % PRUNE_EVERY == 0 {
-        tx.execute(
-            "DELETE FROM pool_shares WHERE ts < $1",
-            &[&(share.ts - SHARE_RETENTION_SECONDS)],
-        )?;
+    tx.execute(
+        "INSERT INTO pool_share_work (id, bucket, work) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::double precision[]) \
+         ON CONFLICT (id, bucket) DO UPDATE SET work = pool_share_work.work + excluded.work",
+        &[&work_ids, &buckets, &works],
+    )?;
+    Ok(results)
+}
+
+/// Reads the PPLNS window (see [`read_window`]) a chunk of rows at a time, so a forge reads
+/// only the rows the window needs.
+fn window(tx: &mut postgres::Transaction<'_>, work: u128) -> Result<Vec<(String, u8)>, Fail> {
+    if work == 0 {
+        return Ok(Vec::new());
     }
-    Ok(true)
+    let portal = tx.bind("SELECT id, bits FROM pool_shares ORDER BY seq DESC", &[])?;
+    let mut chunk = std::collections::VecDeque::new();
+    let mut done = false;
+    let rows = std::iter::from_fn(|| {
+        loop {
+            if let Some(row) = chunk.pop_front() {
+                return Some(Ok(row));
+            }
+            if done {
+                return None;
+            }
+            match tx.query_portal(&portal, WINDOW_CHUNK) {
+                Ok(rows) => {
+                    done = rows.len() < WINDOW_CHUNK as usize;
+                    for row in rows {
+                        let parsed = row.try_get::<_, String>(0).and_then(|id| {
+                            row.try_get::<_, i32>(1).map(|b| (id, u8::try_from(b).unwrap_or(0)))
+                        });
+                        match parsed {
+                            Ok(r) => chunk.push_back(r),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    });
+    Ok(read_window(rows, work)?)
 }
 
 /// Locks the head row and returns the stored chain's height.
@@ -315,15 +421,12 @@ impl PgStore {
         let mut client =
             config.connect(NoTls).with_context(|| format!("cannot connect to {name}"))?;
         migrate(&mut client, &name, difficulty, payout, frontend)?;
-        Ok(PgStore {
-            config,
-            client: Some(client),
-            last_used: Instant::now(),
-            name,
-            frontend: frontend.to_owned(),
-        })
+        let conn = Conn { config, client: Some(client), last_used: Instant::now(), name };
+        Ok(PgStore { conn, frontend: frontend.to_owned() })
     }
+}
 
+impl Conn {
     /// Runs `op` on a live connection (reconnecting when needed). A failure that means the
     /// database cannot be used becomes [`Unavailable`] and drops the connection. When a
     /// connection kept from before turns out to be dead (the database restarted), `op` runs
@@ -427,14 +530,18 @@ fn migrate(
             let recorded: Option<String> =
                 tx.query_one("SELECT payout FROM pool_head", &[])?.try_get(0)?;
             match recorded {
-                Some(theirs) if theirs != payout.to_string() => anyhow::bail!(
-                    "the pool in {name} pays {theirs}, and this server was started to pay \
-                     {payout}: every frontend of one pool pays the same way; start it with the \
-                     pool's --payout (and --pplns-shares)"
-                ),
+                Some(theirs) if theirs != payout.code() => {
+                    let theirs = Payout::from_code(&theirs)
+                        .map_or_else(|| format!("by {theirs:?}"), |p| p.to_string());
+                    anyhow::bail!(
+                        "the pool in {name} pays {theirs}, and this server was started to pay \
+                         {payout}: every frontend of one pool pays the same way; start it with \
+                         the pool's --payout (and --pplns-window)"
+                    )
+                }
                 Some(_) => {}
                 None => {
-                    tx.execute("UPDATE pool_head SET payout = $1", &[&payout.to_string()])?;
+                    tx.execute("UPDATE pool_head SET payout = $1", &[&payout.code()])?;
                 }
             }
         }
@@ -448,7 +555,7 @@ fn migrate(
             )?;
             tx.execute(
                 "INSERT INTO pool_head (height, difficulty, payout) VALUES (1, $1, $2)",
-                &[&zeros, &payout.to_string()],
+                &[&zeros, &payout.code()],
             )?;
             tracing::info!(database = %name, difficulty = zeros, "created a new chain");
         }
@@ -459,11 +566,11 @@ fn migrate(
 
 impl Storage for PgStore {
     fn describe(&self) -> String {
-        self.name.clone()
+        self.conn.name.clone()
     }
 
     fn load(&mut self) -> anyhow::Result<Loaded> {
-        self.run("reading the chain", |client, _| {
+        self.conn.run("reading the chain", |client, _| {
             let mut tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::RepeatableRead)
@@ -493,7 +600,7 @@ impl Storage for PgStore {
 
     fn changes(&mut self, tip: u64) -> anyhow::Result<Option<Changes>> {
         let tip = to_i64(tip, "height")?;
-        self.run("catching up", |client, _| {
+        self.conn.run("catching up", |client, _| {
             let height: i64 = client.query_one("SELECT height FROM pool_head", &[])?.try_get(0)?;
             if height == tip {
                 return Ok(None);
@@ -520,31 +627,20 @@ impl Storage for PgStore {
         &mut self,
         tip: u64,
         difficulty: Difficulty,
-        window: usize,
+        work: u128,
         finder: Option<&FinderShare>,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged> {
-        let window = i64::try_from(window).unwrap_or(i64::MAX);
         let tip = to_i64(tip, "height")?;
         let zeros = i32::from(difficulty.zeros());
         let frontend = self.frontend.clone();
-        self.run("storing a block", |client, committing| {
+        self.conn.run("storing a block", |client, committing| {
             let mut tx = client.transaction()?;
             if lock_head(&mut tx)? != tip {
                 return Ok(Forged::Lost);
             }
             let (pending, last_seq) = read_pending(&mut tx)?;
-            let mut shares = Vec::new();
-            if window > 0 {
-                let rows = tx.query(
-                    "SELECT id, bits FROM pool_shares ORDER BY seq DESC LIMIT $1",
-                    &[&window],
-                )?;
-                for row in rows {
-                    let bits: i32 = row.try_get(1)?;
-                    shares.push((row.try_get(0)?, u8::try_from(bits).unwrap_or(u8::MAX)));
-                }
-            }
+            let shares = window(&mut tx, work)?;
             let block = make(Some(&pending), &shares);
             let idx = to_i64(block.index, "block index")?;
             let body = serde_json::to_string(&block).context("serialising a block")?;
@@ -561,7 +657,7 @@ impl Storage for PgStore {
             }
             if let Some(finder) = finder {
                 // A winning proof is new for its block: nothing to count twice.
-                insert_share(&mut tx, &finder.row(&block))?;
+                insert_shares(&mut tx, &[finder.row(&block)])?;
             }
             tx.execute("UPDATE pool_head SET height = $1", &[&idx])?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &idx.to_string()])?;
@@ -579,7 +675,7 @@ impl Storage for PgStore {
     ) -> anyhow::Result<Queued> {
         let tip = to_i64(tip, "height")?;
         let amount = to_i64(t.amount, "amount")?;
-        self.run("storing a pending transaction", |client, committing| {
+        self.conn.run("storing a pending transaction", |client, committing| {
             let mut tx = client.transaction()?;
             if lock_head(&mut tx)? != tip {
                 return Ok(Queued::Behind);
@@ -598,52 +694,56 @@ impl Storage for PgStore {
         })
     }
 
-    fn add_share(&mut self, share: &ShareRow, tip: u64) -> anyhow::Result<ShareStored> {
-        let tip = to_i64(tip, "height")?;
-        self.run("storing a share", |client, committing| {
-            let mut tx = client.transaction()?;
-            // Shares go in side by side; a forge waits for them (and they for it).
-            let height: i64 =
-                tx.query_one("SELECT height FROM pool_head FOR SHARE", &[])?.try_get(0)?;
-            if height != tip {
-                return Ok(ShareStored::Behind);
-            }
-            if !insert_share(&mut tx, share)? {
-                return Ok(ShareStored::Duplicate);
-            }
-            *committing = true;
-            tx.commit()?;
-            Ok(ShareStored::Stored)
-        })
+    fn share_store(&self) -> anyhow::Result<Box<dyn ShareStore>> {
+        let conn = Conn {
+            config: self.conn.config.clone(),
+            client: None,
+            last_used: Instant::now(),
+            name: self.conn.name.clone(),
+        };
+        Ok(Box::new(PgShares { conn }))
     }
+}
 
-    fn count_refused(&mut self, counts: &[RefusedCount]) -> anyhow::Result<()> {
-        self.run("counting refused shares", |client, committing| {
+impl ShareStore for PgShares {
+    fn write(&mut self, batch: &ShareBatch) -> anyhow::Result<Vec<ShareStored>> {
+        let mut refused: Vec<&(String, u64, u64)> = batch.refused.iter().collect();
+        refused.sort_by(|a, b| a.0.cmp(&b.0));
+        self.conn.run("storing shares", |client, committing| {
             let mut tx = client.transaction()?;
-            let update = tx.prepare(
-                "UPDATE pool_workers SET stale = stale + $2, invalid = invalid + $3 WHERE id = $1",
-            )?;
-            for (id, stale, invalid) in counts {
-                let stale = to_i64(*stale, "a count")?;
-                let invalid = to_i64(*invalid, "a count")?;
-                tx.execute(&update, &[id, &stale, &invalid])?;
+            let results = insert_shares(&mut tx, &batch.shares)?;
+            if !refused.is_empty() {
+                let ids: Vec<&str> = refused.iter().map(|r| r.0.as_str()).collect();
+                let mut stale = Vec::with_capacity(refused.len());
+                let mut invalid = Vec::with_capacity(refused.len());
+                for (_, s, i) in &refused {
+                    stale.push(to_i64(*s, "a count")?);
+                    invalid.push(to_i64(*i, "a count")?);
+                }
+                tx.execute(
+                    "UPDATE pool_workers w SET stale = w.stale + t.s, invalid = w.invalid + t.i \
+                     FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS t(id, s, i) \
+                     WHERE w.id = t.id",
+                    &[&ids, &stale, &invalid],
+                )?;
             }
             *committing = true;
             tx.commit()?;
-            Ok(())
+            Ok(results)
         })
     }
 
     fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.run("reading the workers", |client, _| {
+        let bucket = work_bucket(since);
+        self.conn.run("reading the workers", |client, _| {
             let rows = client.query(
                 "SELECT w.id, w.shares, w.stale, w.invalid, w.first_share, w.last_share, \
-                        COALESCE((SELECT SUM(s.work) FROM pool_shares s \
-                                  WHERE s.id = w.id AND s.ts > $1), 0) AS work \
+                        COALESCE((SELECT SUM(b.work) FROM pool_share_work b \
+                                  WHERE b.id = w.id AND b.bucket >= $2), 0) AS work \
                  FROM pool_workers w WHERE w.last_share > $1 \
-                 ORDER BY work DESC, w.id LIMIT $2",
-                &[&since, &limit],
+                 ORDER BY work DESC, w.id LIMIT $3",
+                &[&since, &bucket, &limit],
             )?;
             let mut workers = Vec::with_capacity(rows.len());
             for r in rows {
@@ -658,6 +758,19 @@ impl Storage for PgStore {
                 });
             }
             Ok(workers)
+        })
+    }
+
+    fn prune(&mut self, before: f64) -> anyhow::Result<()> {
+        let bucket = work_bucket(before);
+        self.conn.run("removing expired shares", |client, _| {
+            client.execute("DELETE FROM pool_shares WHERE ts < $1", &[&before])?;
+            client.execute(
+                "DELETE FROM pool_shares WHERE seq <= (SELECT MAX(seq) FROM pool_shares) - $1",
+                &[&MAX_KEPT_SHARES],
+            )?;
+            client.execute("DELETE FROM pool_share_work WHERE bucket < $1", &[&bucket])?;
+            Ok(())
         })
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use protocol::Difficulty;
 use protocol::share::block_bits;
 
+use crate::chain::ShareTarget;
 use crate::rate::TokenBucket;
 
 /// The default share rate each connection is steered toward: one share per this interval.
@@ -37,6 +38,10 @@ pub const MAX_STEP_BITS: u8 = 8;
 pub const CUTOFF_MIN_JUDGED: u32 = 20;
 /// ...and is cut off when more than this share of them were invalid or duplicates.
 pub const CUTOFF_INVALID_RATIO: f64 = 0.5;
+/// After vardiff raises a connection's target, shares that meet the one before are still
+/// accepted (and counted at it) for this long: the miner found them before the new target
+/// reached it, and they are honest work, not invalid shares.
+pub const TARGET_GRACE: Duration = Duration::from_secs(2);
 
 /// Share settings for every connection.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +150,8 @@ pub struct ShareConn {
     rate: TokenBucket,
     judged: u32,
     invalid: u32,
+    /// The easiest target raised from within [`TARGET_GRACE`], and until when it holds.
+    grace: Option<(u8, Instant)>,
 }
 
 impl ShareConn {
@@ -161,7 +168,40 @@ impl ShareConn {
             rate: TokenBucket::new(proofs_per_second, burst, now),
             judged: 0,
             invalid: 0,
+            grace: None,
         }
+    }
+
+    /// The target shares are judged at now: the current one, and the one before a recent
+    /// raise (see [`TARGET_GRACE`]).
+    pub fn target(&self, now: Instant) -> ShareTarget {
+        let grace = self.grace.filter(|(_, until)| now < *until).map(|(bits, _)| bits);
+        ShareTarget { bits: self.vardiff.bits(), grace: grace.filter(|g| *g < self.vardiff.bits()) }
+    }
+
+    /// Counts an accepted share for vardiff; returns the new target when it changed.
+    pub fn on_share(&mut self, now: Instant) -> Option<u8> {
+        let before = self.vardiff.bits();
+        let changed = self.vardiff.on_share(now);
+        self.note_retarget(before, changed, now)
+    }
+
+    /// Lets vardiff look at the rate without a share; returns the new target when it changed.
+    pub fn on_tick(&mut self, now: Instant) -> Option<u8> {
+        let before = self.vardiff.bits();
+        let changed = self.vardiff.on_tick(now);
+        self.note_retarget(before, changed, now)
+    }
+
+    fn note_retarget(&mut self, before: u8, changed: Option<u8>, now: Instant) -> Option<u8> {
+        if let Some(after) = changed
+            && after > before
+        {
+            // Shares in flight met `before` (or an easier target still in its grace).
+            let easiest = self.target(now).grace.map_or(before, |g| g.min(before));
+            self.grace = Some((easiest, now + TARGET_GRACE));
+        }
+        changed
     }
 
     /// Takes one proof from the connection's allowance.
@@ -257,6 +297,31 @@ mod tests {
             v.on_tick(later);
         }
         assert_eq!(v.bits(), 10, "never below --share-min-bits");
+    }
+
+    #[test]
+    fn the_target_before_a_raise_holds_for_the_grace() {
+        let start = Instant::now();
+        let mut c = ShareConn::new(&ShareSettings::default(), six(), (100.0, 200.0), start);
+        assert_eq!(c.target(start), ShareTarget { bits: 16, grace: None });
+        // Eight shares at once: vardiff raises the target by 8 bits.
+        let mut raised = None;
+        for _ in 0..RETARGET_SHARES {
+            raised = raised.or(c.on_share(start + Duration::from_millis(10)));
+        }
+        assert_eq!(raised, Some(23), "capped one below the block's 24 bits");
+        let soon = start + Duration::from_millis(500);
+        assert_eq!(c.target(soon), ShareTarget { bits: 23, grace: Some(16) });
+        let later = start + Duration::from_millis(10) + TARGET_GRACE;
+        assert_eq!(c.target(later), ShareTarget { bits: 23, grace: None });
+        // Lowering gives no grace: shares at the new, easier target meet it anyway.
+        let mut slow = later;
+        let mut lowered = None;
+        while lowered.is_none() {
+            slow += Duration::from_secs(10);
+            lowered = c.on_tick(slow);
+        }
+        assert_eq!(c.target(slow).grace, None);
     }
 
     #[test]

@@ -6,18 +6,21 @@
 //! the block and its WebSocket frame, serialised once per forged block however many clients
 //! there are; a lagging connection just sees the newest value.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use protocol::message::STATS_WORKERS;
+use protocol::share::ShareReject;
 use protocol::{Balance, Block, Difficulty, ProofSubmission, ServerMessage, Transaction, Worker};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::chain::{Recent, ShareJudgement, ShareTarget};
 use crate::chain_json::{ChainJson, Snapshot};
 use crate::error::AppError;
 use crate::ledger::{self, Ledger, Outcome, Refusal};
@@ -26,6 +29,8 @@ use crate::rate::RateLimiter;
 use crate::scoreboard::Scoreboard;
 use crate::serve::{BURST_SECONDS, Limits};
 use crate::shares::ShareSettings;
+use crate::storage::{ShareRow, ShareStored};
+use crate::writer::{ShareWriter, WriteError};
 
 /// The chain's newest block, ready to send.
 #[derive(Debug)]
@@ -36,7 +41,47 @@ pub struct Latest {
     pub frame: Utf8Bytes,
     /// When it was published, for the broadcast fan-out metric.
     pub published: Instant,
+    /// The newest blocks' proof checkers: shares are judged against these, without the ledger.
+    pub recent: Recent,
 }
+
+/// What became of a proof that won no block, from a connection with shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareOutcome {
+    /// Whether it was counted.
+    pub accepted: bool,
+    /// Why not, when not.
+    pub reason: Option<ShareReject>,
+    /// A sentence for the miner.
+    pub message: String,
+    /// The chain's last index (for an accepted share: the block it was found on).
+    pub index: u64,
+    /// The target it was judged at.
+    pub bits: u8,
+}
+
+/// A share proof judged without the ledger (see [`AppState::judge_share`]).
+#[derive(Debug)]
+pub enum ShareVerdict {
+    /// It meets the block difficulty: judge it as a block ([`AppState::submit`]).
+    Block,
+    /// Refused; counted already.
+    Refused(ShareOutcome),
+    /// Good: store it ([`AppState::store_share`]) before saying so.
+    Accepted(ShareRow),
+}
+
+/// The proofs accepted as shares for the chain's last block on this server, so a duplicate is
+/// refused without asking the database (which still refuses one sent to two servers).
+#[derive(Debug, Default)]
+struct SeenShares {
+    block: u64,
+    proofs: HashSet<u64>,
+}
+
+/// The most proofs [`SeenShares`] remembers for one block; beyond it, duplicates are found by
+/// the database alone.
+pub const MAX_SEEN_SHARES: usize = 1 << 20;
 
 /// Live counts that are not metrics of their own (those live in [`Metrics`]).
 #[derive(Debug, Default)]
@@ -75,8 +120,9 @@ struct Shared {
     /// Bumped by every judged proof and every appended block: what the workers' figures
     /// depend on.
     generation: AtomicU64,
-    /// Set when a share is refused: the ledger holds counts to store ([`AppState::flush_refused`]).
-    refused: AtomicBool,
+    /// Stores accepted shares in batches, counts refused ones.
+    writer: ShareWriter,
+    seen: Mutex<SeenShares>,
     /// The last `workers` answer (see [`AppState::workers`]). An async lock, held across the
     /// query, so that readers arriving meanwhile wait for its answer instead of querying too.
     workers: tokio::sync::Mutex<Option<CachedWorkers>>,
@@ -102,13 +148,14 @@ impl AppState {
     /// server stops; `tasks` tracks the WebSocket connections so that shutdown can wait for them.
     pub fn new(
         ledger: Ledger,
+        writer: ShareWriter,
         limits: &Limits,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
         let limiter = |rate: u32| RateLimiter::new(rate, rate.saturating_mul(BURST_SECONDS));
         let difficulty = ledger.difficulty();
-        let latest = watch::Sender::new(latest(ledger.chain().last(), difficulty));
+        let latest = watch::Sender::new(latest(ledger.chain(), difficulty));
         let scoreboard = Scoreboard::from_chain(ledger.chain().blocks(), ledger::now());
         let chain_json = ChainJson::new(ledger.chain().blocks());
         let inner = Shared {
@@ -126,7 +173,8 @@ impl AppState {
             transaction_rate: limiter(limits.transaction_rate),
             shares: limits.shares,
             generation: AtomicU64::new(0),
-            refused: AtomicBool::new(false),
+            writer,
+            seen: Mutex::new(SeenShares::default()),
             workers: tokio::sync::Mutex::new(None),
         };
         AppState { inner: Arc::new(inner) }
@@ -261,7 +309,7 @@ impl AppState {
             let Some(ledger) = ledger.as_mut() else { return Ok(Err(AppError::ShuttingDown)) };
             let result = f(&state, ledger);
             // Whatever the answer, blocks appended on the way (won here, or caught up) go out.
-            state.publish(ledger.take_appended());
+            state.publish(ledger);
             result.map(Ok)
         })
         .await
@@ -274,13 +322,20 @@ impl AppState {
     /// shutdown still hold this state (they get [`AppError::ShuttingDown`] from then on).
     pub async fn close(&self) {
         let state = self.clone();
-        let closed = tokio::task::spawn_blocking(move || drop(state.lock().take())).await;
+        let closed = tokio::task::spawn_blocking(move || {
+            // Shares queued are stored first; then the chain records the clean stop.
+            state.inner.writer.close();
+            drop(state.lock().take());
+        })
+        .await;
         if let Err(e) = closed {
             tracing::warn!(error = %e, "closing the chain failed");
         }
     }
 
     /// Judges a proof; a winning one is committed and then broadcast before this returns.
+    /// `share_bits`: the target of a connection with shares, whose winning proof is also stored
+    /// as its share.
     ///
     /// # Errors
     /// Only internal ones (the database failed), or a 503 when it is unavailable.
@@ -303,38 +358,121 @@ impl AppState {
                     tracing::debug!(id = %sub.id, proof = sub.proof, reason = reason.as_str(), %message, "proof rejected");
                     state.metrics().rejected(*reason);
                 }
-                Outcome::Share { accepted, reason, .. } => {
-                    state.metrics().share(*accepted, *reason);
-                    if !accepted {
-                        state.inner.refused.store(true, Ordering::Relaxed);
-                    }
-                }
             }
             Ok(outcome)
         })
         .await
     }
 
-    /// Stores the refused shares the ledger counted in memory, every
-    /// [`ledger::REFUSED_FLUSH_EVERY`] while there are any, until shutdown: so other frontends
-    /// see them even when nothing else happens here.
-    pub async fn flush_refused(&self) {
-        let mut tick = tokio::time::interval(ledger::REFUSED_FLUSH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = self.shutdown().clone();
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+    /// Judges a proof from a connection with shares against the newest blocks, without the
+    /// ledger: a block goes to [`AppState::submit`]; a share is refused here (stale, invalid, or
+    /// already accepted for the block on this server) or accepted, to be stored with
+    /// [`AppState::store_share`] before it is acknowledged.
+    pub fn judge_share(&self, sub: &ProofSubmission, target: ShareTarget) -> ShareVerdict {
+        let latest = self.latest();
+        let last = latest.block.index;
+        let refused = |reason: ShareReject, message: String| {
+            self.refused(&sub.id, reason);
+            ShareVerdict::Refused(ShareOutcome {
+                accepted: false,
+                reason: Some(reason),
+                message,
+                index: last,
+                bits: target.bits,
+            })
+        };
+        match latest.recent.judge_share(sub, self.difficulty(), target) {
+            ShareJudgement::Block => ShareVerdict::Block,
+            ShareJudgement::Share { block, bits } => {
+                if !self.first_sighting(block, sub.proof) {
+                    return refused(ShareReject::Duplicate, duplicate_message(sub.proof, block));
+                }
+                let ts = ledger::now();
+                ShareVerdict::Accepted(ShareRow {
+                    block,
+                    proof: sub.proof,
+                    id: sub.id.clone(),
+                    bits,
+                    ts,
+                })
             }
-            if !self.inner.refused.swap(false, Ordering::Relaxed) {
-                continue;
-            }
-            if let Err(e) = self.with_ledger(|_, ledger| ledger.flush_refused()).await {
-                tracing::warn!(error = %e, "could not count refused shares; retrying");
-                self.inner.refused.store(true, Ordering::Relaxed);
-            }
+            ShareJudgement::Stale { block } => refused(
+                ShareReject::Stale,
+                format!("block #{} was already won; mine on block #{}", block + 1, last + 1),
+            ),
+            ShareJudgement::Invalid { zero_bits } => refused(
+                ShareReject::Invalid,
+                match zero_bits {
+                    Some(z) => format!(
+                        "proof {} meets neither the block's difficulty ({} hex zeroes) nor the \
+                         share target ({} zero bits): its hash has {z}",
+                        sub.proof,
+                        self.difficulty(),
+                        target.bits
+                    ),
+                    None => format!(
+                        "proof {} is for no recent block; the last block is {last}",
+                        sub.proof
+                    ),
+                },
+            ),
         }
+    }
+
+    /// Whether `proof` is new as a share for `block` on this server (and remembers it).
+    fn first_sighting(&self, block: u64, proof: u64) -> bool {
+        let mut seen = self.inner.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.block != block {
+            // Shares are accepted for the last block only: the old ones can go.
+            seen.block = block;
+            seen.proofs.clear();
+        }
+        if seen.proofs.len() >= MAX_SEEN_SHARES {
+            return true;
+        }
+        seen.proofs.insert(proof)
+    }
+
+    fn refused(&self, id: &str, reason: ShareReject) {
+        self.metrics().share(false, Some(reason));
+        self.inner.writer.refused(id, reason);
+    }
+
+    /// Stores a share accepted by [`AppState::judge_share`] (in the next batch) and answers
+    /// once it is durable; a duplicate of a share stored by another server is refused then.
+    ///
+    /// # Errors
+    /// A 503 when the database is unavailable or the server stopping: the share was not
+    /// judged (nor counted).
+    pub async fn store_share(&self, row: ShareRow) -> Result<ShareOutcome, AppError> {
+        let (id, proof, block, bits) = (row.id.clone(), row.proof, row.block, row.bits);
+        let stored = self.inner.writer.store(row).await.map_err(|e| match e {
+            WriteError::Unavailable(message) => AppError::Unavailable(message),
+            WriteError::ShuttingDown => AppError::ShuttingDown,
+        })?;
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
+        Ok(match stored {
+            ShareStored::Stored => {
+                self.metrics().share(true, None);
+                ShareOutcome {
+                    accepted: true,
+                    reason: None,
+                    message: format!("share accepted ({bits} bits)"),
+                    index: block,
+                    bits,
+                }
+            }
+            ShareStored::Duplicate => {
+                self.refused(&id, ShareReject::Duplicate);
+                ShareOutcome {
+                    accepted: false,
+                    reason: Some(ShareReject::Duplicate),
+                    message: duplicate_message(proof, block),
+                    index: self.latest().block.index,
+                    bits,
+                }
+            }
+        })
     }
 
     /// Returns the miners with shares in the last [`WORKER_WINDOW`], most work first (at most
@@ -361,14 +499,13 @@ impl AppState {
     }
 
     async fn query_workers(&self) -> Result<Arc<[Worker]>, AppError> {
+        let now = ledger::now();
         let rows = self
-            .with_ledger(move |_, ledger| {
-                let now = ledger::now();
-                let rows = ledger.workers(now - WORKER_WINDOW.as_secs_f64(), MAX_WORKERS)?;
-                Ok((rows, now))
-            })
-            .await?;
-        let (rows, now) = rows;
+            .inner
+            .writer
+            .workers(now - WORKER_WINDOW.as_secs_f64(), MAX_WORKERS)
+            .await
+            .map_err(AppError::from)?;
         Ok(rows
             .into_iter()
             .map(|w| {
@@ -397,14 +534,17 @@ impl AppState {
         let mut ledger = self.lock();
         let Some(ledger) = ledger.as_mut() else { return Ok(()) };
         let result = ledger.catch_up();
-        self.publish(ledger.take_appended());
+        self.publish(ledger);
         result
     }
 
     /// Records and broadcasts blocks newly appended to the chain, oldest first. Called under
     /// the ledger lock, so broadcasts go out in chain order.
-    fn publish(&self, blocks: Vec<Block>) {
-        let Some(newest) = blocks.last() else { return };
+    fn publish(&self, ledger: &mut Ledger) {
+        let blocks = ledger.take_appended();
+        if blocks.is_empty() {
+            return;
+        }
         {
             let mut scoreboard = self.scoreboard();
             for block in &blocks {
@@ -412,7 +552,7 @@ impl AppState {
                 self.inner.chain_json.push(block);
             }
         }
-        self.inner.latest.send_replace(latest(newest, self.difficulty()));
+        self.inner.latest.send_replace(latest(ledger.chain(), self.difficulty()));
         // Coins moved.
         self.inner.generation.fetch_add(1, Ordering::Relaxed);
     }
@@ -458,7 +598,17 @@ fn limited(limiter: &RateLimiter, ip: IpAddr, what: &str) -> Result<(), AppError
     })
 }
 
-fn latest(block: &Block, difficulty: Difficulty) -> Arc<Latest> {
+fn latest(chain: &crate::chain::Chain, difficulty: Difficulty) -> Arc<Latest> {
+    let block = chain.last();
     let frame = ServerMessage::block(block, difficulty).to_json();
-    Arc::new(Latest { block: block.clone(), frame: frame.into(), published: Instant::now() })
+    Arc::new(Latest {
+        block: block.clone(),
+        frame: frame.into(),
+        published: Instant::now(),
+        recent: chain.recent(),
+    })
+}
+
+fn duplicate_message(proof: u64, block: u64) -> String {
+    format!("proof {proof} was already counted as a share for block #{}", block + 1)
 }

@@ -10,6 +10,7 @@
 //! [`Storage::changes`] and judges again.
 
 use anyhow::Context;
+use protocol::share::share_work;
 use protocol::{Block, Difficulty, Transaction};
 
 use crate::ledger::Refusal;
@@ -144,10 +145,9 @@ pub struct ShareRow {
 pub enum ShareStored {
     /// Stored, and counted for its id.
     Stored,
-    /// The same proof was already stored for that block: nothing was written.
+    /// The same proof was already stored for that block (by this server or another): nothing
+    /// was written.
     Duplicate,
-    /// The chain moved past the share's block: nothing was written (the share is stale).
-    Behind,
 }
 
 /// One miner's share figures, as stored.
@@ -169,6 +169,96 @@ pub struct WorkerRow {
     pub work: f64,
 }
 
+/// The width of the buckets a miner's share work is summed in for the hashrate window, in
+/// seconds: `GET /workers` adds up at most `window / WORK_BUCKET_SECONDS` rows per miner,
+/// however many shares it sent.
+pub const WORK_BUCKET_SECONDS: f64 = 1.0;
+
+/// Returns the work bucket of a share accepted at `ts`.
+pub fn work_bucket(ts: f64) -> i64 {
+    // Seconds since the epoch fit an i64 for any clock this runs on.
+    (ts / WORK_BUCKET_SECONDS).floor() as i64
+}
+
+/// What one group commit writes: accepted shares, and refused ones counted per id.
+#[derive(Debug, Default)]
+pub struct ShareBatch {
+    /// The accepted shares, in arrival order.
+    pub shares: Vec<ShareRow>,
+    /// Refused shares per id since the last batch.
+    pub refused: Vec<RefusedCount>,
+}
+
+/// What a batch adds to one id's figures: shares stored, first and last share time, and the work
+/// per bucket. Both backends write these, computed once here.
+#[derive(Debug, Default)]
+pub struct WorkerDelta {
+    /// Shares stored.
+    pub shares: i64,
+    /// The earliest share time.
+    pub first: f64,
+    /// The latest share time.
+    pub last: f64,
+    /// Work per [`work_bucket`].
+    pub work: std::collections::BTreeMap<i64, f64>,
+}
+
+/// Sums the stored shares of a batch per id (in id order, so that concurrent batches on a
+/// shared database lock worker rows in the same order and never deadlock).
+pub fn worker_deltas<'a>(
+    stored: impl Iterator<Item = &'a ShareRow>,
+) -> std::collections::BTreeMap<&'a str, WorkerDelta> {
+    let mut deltas: std::collections::BTreeMap<&str, WorkerDelta> =
+        std::collections::BTreeMap::new();
+    for share in stored {
+        let d = deltas.entry(share.id.as_str()).or_insert_with(|| WorkerDelta {
+            first: share.ts,
+            last: share.ts,
+            ..WorkerDelta::default()
+        });
+        d.shares += 1;
+        d.first = d.first.min(share.ts);
+        d.last = d.last.max(share.ts);
+        *d.work.entry(work_bucket(share.ts)).or_default() += share_work(share.bits);
+    }
+    deltas
+}
+
+/// The shares of the PPLNS window: newest first, `(id, bits)`, read until their work reaches
+/// the window's (the last one may pass it) or [`MAX_WINDOW_SHARES`] were read.
+///
+/// # Errors
+/// Whatever reading a row fails with.
+pub fn read_window<E>(
+    rows: impl Iterator<Item = Result<(String, u8), E>>,
+    work: u128,
+) -> Result<Vec<(String, u8)>, E> {
+    let mut shares = Vec::new();
+    let mut sum: u128 = 0;
+    for row in rows.take(MAX_WINDOW_SHARES) {
+        if sum >= work {
+            break;
+        }
+        let (id, bits) = row?;
+        sum = sum.saturating_add(1u128 << bits.min(100));
+        shares.push((id, bits));
+    }
+    Ok(shares)
+}
+
+/// The most shares a forge reads for the PPLNS window. The window is a quantity of work; only a
+/// window made of shares cheaper on average than its work / this many is cut short here (then
+/// the newest this many shares are paid, still by work).
+pub const MAX_WINDOW_SHARES: usize = 1 << 17;
+
+/// The most shares kept in storage: older ones are removed (as are those older than
+/// [`SHARE_RETENTION_SECONDS`]). Far more than [`MAX_WINDOW_SHARES`], so a forge always finds its
+/// window; it bounds the database under any share rate.
+pub const MAX_KEPT_SHARES: i64 = 1 << 20;
+
+/// How often the share writer removes expired shares.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long accepted shares are kept (for the hashrate window); older ones are removed.
 pub const SHARE_RETENTION_SECONDS: f64 = 3600.0;
 
@@ -178,7 +268,8 @@ pub fn proof_to_i64(proof: u64) -> i64 {
 }
 
 /// Builds the next block from the pending transactions it will take (see [`Storage`] for
-/// `None`) and the pool's last shares, newest first, as `(id, bits)` (for PPLNS).
+/// `None`) and the shares of the PPLNS window, newest first, as `(id, bits)` (see
+/// [`read_window`]).
 pub type MakeBlock<'a> = dyn FnMut(Option<&[Transaction]>, &[(String, u8)]) -> Block + 'a;
 
 /// Decides whether a transaction may join the pending ones (see [`Storage`] for `None`).
@@ -220,7 +311,8 @@ pub trait Storage: Send + std::fmt::Debug {
     fn changes(&mut self, tip: u64) -> anyhow::Result<Option<Changes>>;
 
     /// If the stored chain still ends at block `tip`, builds the next block with `make` (given
-    /// the pending transactions, which the block takes, and the last `window` shares) and stores
+    /// the pending transactions, which the block takes, and the newest shares whose work
+    /// reaches `window`, see [`read_window`]) and stores
     /// it, judged at `difficulty`, in one transaction that also removes those pending
     /// transactions and, with `finder`, counts the winning proof as its finder's share (of block
     /// `tip`, at the block's time).
@@ -232,7 +324,7 @@ pub trait Storage: Send + std::fmt::Debug {
         &mut self,
         tip: u64,
         difficulty: Difficulty,
-        window: usize,
+        window: u128,
         finder: Option<&FinderShare>,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged>;
@@ -250,26 +342,38 @@ pub trait Storage: Send + std::fmt::Debug {
         check: &mut CheckPending<'_>,
     ) -> anyhow::Result<Queued>;
 
-    /// Stores an accepted share if the stored chain still ends at block `tip` (`share.block`,
-    /// or the block the share's proof just forged) and the same proof was not stored for that
-    /// block, and counts it for its id.
+    /// Opens a second connection to the same database for the share writer: shares are
+    /// stored beside the chain, in their own transactions, without the chain's lock.
     ///
     /// # Errors
-    /// When the database fails ([`Unavailable`] when it cannot be reached).
-    fn add_share(&mut self, share: &ShareRow, tip: u64) -> anyhow::Result<ShareStored>;
+    /// When the database cannot be opened.
+    fn share_store(&self) -> anyhow::Result<Box<dyn ShareStore>>;
+}
 
-    /// Adds refused shares to their ids' counts, in one transaction: `(id, stale, invalid)`.
-    /// Only ids with a worker row (an accepted share) are counted, so refusals cannot create
-    /// rows.
+/// Where shares are kept: written a batch per transaction by the share writer (one thread per
+/// server), off the chain's lock. Blocking.
+pub trait ShareStore: Send {
+    /// Stores a batch in one transaction: each share unless the same proof was already stored
+    /// for its block (by any server on the database), with its id's counts and work, and adds
+    /// the refused counts (to ids that have a worker row only). Returns what became of each
+    /// share, in order.
     ///
     /// # Errors
-    /// When the database fails; then nothing was counted.
-    fn count_refused(&mut self, counts: &[RefusedCount]) -> anyhow::Result<()>;
+    /// When the database fails; then nothing of the batch was stored, or, when the connection
+    /// was lost during the commit, its outcome is not known.
+    fn write(&mut self, batch: &ShareBatch) -> anyhow::Result<Vec<ShareStored>>;
 
     /// Returns at most `limit` workers whose last share is after `since`, with the work of
-    /// their shares after `since`, most work first.
+    /// their shares after `since` (by bucket), most work first.
     ///
     /// # Errors
     /// When the database fails.
     fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>>;
+
+    /// Removes shares older than `before` and all but the newest [`MAX_KEPT_SHARES`], and work
+    /// buckets older than `before`.
+    ///
+    /// # Errors
+    /// When the database fails.
+    fn prune(&mut self, before: f64) -> anyhow::Result<()>;
 }

@@ -13,17 +13,20 @@
 //! and "corrupt" only when SQLite finds the file damaged.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use protocol::share::share_work;
+
 use protocol::{Block, Difficulty, Transaction};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::lockfile::{DirLock, is_permission};
 pub use crate::storage::StoredBlock;
 use crate::storage::{
-    Changes, CheckPending, FinderShare, Forged, Loaded, MakeBlock, Queued, RefusedCount,
-    SHARE_RETENTION_SECONDS, ShareRow, ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
+    Changes, CheckPending, FinderShare, Forged, Loaded, MAX_KEPT_SHARES, MakeBlock, Queued,
+    ShareBatch, ShareRow, ShareStore, ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
+    read_window, work_bucket, worker_deltas,
 };
 
 /// The database file's name inside `--data-dir`.
@@ -274,6 +277,9 @@ impl Store {
         let path = self.path.clone();
         (|| -> rusqlite::Result<()> {
             self.conn.pragma_update(None, "synchronous", "FULL")?;
+            // The share writer's connection commits beside this one; a commit waits for the
+            // other's (a few milliseconds), never fails on it.
+            self.conn.busy_timeout(BUSY_TIMEOUT)?;
             self.conn.execute_batch(SHARES_SCHEMA)?;
             self.conn.execute("UPDATE meta SET value = 0 WHERE key = 'clean'", [])?;
             let busy: i64 =
@@ -370,7 +376,7 @@ impl Store {
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'blocks'", [idx])?;
         if let Some(share) = share {
             // A winning proof is new for its block: nothing to count twice.
-            insert_share(&tx, share)?;
+            insert_shares(&tx, std::slice::from_ref(share))?;
         }
         tx.commit()?;
         Ok(())
@@ -390,40 +396,56 @@ impl Store {
     }
 }
 
-/// Stores an accepted share and counts it for its miner, unless that proof was already counted
-/// for that block; returns whether it was stored. Now and then drops shares older than
-/// [`SHARE_RETENTION_SECONDS`].
-fn insert_share(tx: &rusqlite::Transaction<'_>, share: &ShareRow) -> anyhow::Result<bool> {
-    let block = i64::try_from(share.block).context("block index beyond SQLite's range")?;
-    let inserted = tx.execute(
-        "INSERT OR IGNORE INTO shares (block, proof, id, bits, work, ts) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            block,
-            proof_to_i64(share.proof),
-            share.id,
-            share.bits,
-            share_work(share.bits),
-            share.ts
-        ],
-    )?;
-    if inserted == 0 {
-        return Ok(false);
+/// How long a commit waits for the other connection's (the chain's, or the share writer's).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stores `shares` in the open transaction, each unless its proof was already stored for its
+/// block, and adds the stored ones to their ids' counts and work; returns what became of each.
+fn insert_shares(
+    tx: &rusqlite::Transaction<'_>,
+    shares: &[ShareRow],
+) -> anyhow::Result<Vec<ShareStored>> {
+    let mut results = Vec::with_capacity(shares.len());
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO shares (block, proof, id, bits, work, ts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for share in shares {
+            let block = i64::try_from(share.block).context("block index beyond SQLite's range")?;
+            let inserted = insert.execute(params![
+                block,
+                proof_to_i64(share.proof),
+                share.id,
+                share.bits,
+                share_work(share.bits),
+                share.ts
+            ])?;
+            results.push(if inserted == 0 { ShareStored::Duplicate } else { ShareStored::Stored });
+        }
     }
-    let seq = tx.last_insert_rowid();
-    tx.execute(
+    let stored = shares.iter().zip(&results).filter(|(_, r)| **r == ShareStored::Stored);
+    let mut worker = tx.prepare_cached(
         "INSERT INTO workers (id, shares, stale, invalid, first_share, last_share) \
-         VALUES (?1, 1, 0, 0, ?2, ?2) \
-         ON CONFLICT (id) DO UPDATE SET shares = shares + 1, last_share = excluded.last_share",
-        params![share.id, share.ts],
+         VALUES (?1, ?2, 0, 0, ?3, ?4) \
+         ON CONFLICT (id) DO UPDATE SET shares = shares + excluded.shares, \
+             first_share = MIN(first_share, excluded.first_share), \
+             last_share = MAX(last_share, excluded.last_share)",
     )?;
-    if seq % PRUNE_EVERY == 0 {
-        tx.execute("DELETE FROM shares WHERE ts < ?1", [share.ts - SHARE_RETENTION_SECONDS])?;
+    let mut work = tx.prepare_cached(
+        "INSERT INTO share_work (id, bucket, work) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (id, bucket) DO UPDATE SET work = work + excluded.work",
+    )?;
+    for (id, delta) in worker_deltas(stored.map(|(s, _)| s)) {
+        worker.execute(params![id, delta.shares, delta.first, delta.last])?;
+        for (bucket, w) in &delta.work {
+            work.execute(params![id, bucket, w])?;
+        }
     }
-    Ok(true)
+    Ok(results)
 }
 
-/// The share tables (issue 12), added to any database at open: an older server ignores them.
+/// The share tables, added to any database at open: an older server ignores them.
 const SHARES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS shares (
                                  seq   INTEGER PRIMARY KEY AUTOINCREMENT,
                                  block INTEGER NOT NULL,
@@ -435,7 +457,7 @@ const SHARES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS shares (
                                  UNIQUE (block, proof)
                              );
                              CREATE INDEX IF NOT EXISTS shares_ts ON shares (ts);
-                             CREATE INDEX IF NOT EXISTS shares_id_ts ON shares (id, ts);
+                             DROP INDEX IF EXISTS shares_id_ts;
                              CREATE TABLE IF NOT EXISTS workers (
                                  id          TEXT    PRIMARY KEY,
                                  shares      INTEGER NOT NULL,
@@ -443,22 +465,24 @@ const SHARES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS shares (
                                  invalid     INTEGER NOT NULL,
                                  first_share REAL    NOT NULL,
                                  last_share  REAL    NOT NULL
-                             );";
-
-/// Shares stored between two removals of expired ones.
-const PRUNE_EVERY: i64 = 1024;
+                             );
+                             CREATE TABLE IF NOT EXISTS share_work (
+                                 id     TEXT    NOT NULL,
+                                 bucket INTEGER NOT NULL,
+                                 work   REAL    NOT NULL,
+                                 PRIMARY KEY (id, bucket)
+                             ) WITHOUT ROWID;
+                             CREATE INDEX IF NOT EXISTS share_work_bucket ON share_work (bucket);";
 
 impl Store {
-    /// The last `n` shares, newest first, as `(id, bits)`.
-    fn last_shares(&self, n: usize) -> anyhow::Result<Vec<(String, u8)>> {
-        if n == 0 {
+    /// The shares of the PPLNS window (see [`read_window`]).
+    fn window(&self, work: u128) -> anyhow::Result<Vec<(String, u8)>> {
+        if work == 0 {
             return Ok(Vec::new());
         }
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id, bits FROM shares ORDER BY seq DESC LIMIT ?1")?;
-        let rows = stmt.query_map([n], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>().context("reading the last shares")
+        let mut stmt = self.conn.prepare_cached("SELECT id, bits FROM shares ORDER BY seq DESC")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?)))?;
+        read_window(rows, work).context("reading the PPLNS window")
     }
 }
 
@@ -484,11 +508,11 @@ impl Storage for Store {
         &mut self,
         _tip: u64,
         difficulty: Difficulty,
-        window: usize,
+        window: u128,
         finder: Option<&FinderShare>,
         make: &mut MakeBlock<'_>,
     ) -> anyhow::Result<Forged> {
-        let shares = self.last_shares(window)?;
+        let shares = self.window(window)?;
         let block = make(None, &shares);
         let share = finder.map(|f| f.row(&block));
         self.append_block_with_share(&block, Some(difficulty), share.as_ref())
@@ -509,39 +533,46 @@ impl Storage for Store {
         Ok(Queued::Stored)
     }
 
-    fn add_share(&mut self, share: &ShareRow, _tip: u64) -> anyhow::Result<ShareStored> {
-        // The only writer: the chain ends where the caller says.
-        let tx = self.conn.transaction()?;
-        if !insert_share(&tx, share)? {
-            return Ok(ShareStored::Duplicate);
-        }
-        tx.commit().context("storing a share")?;
-        Ok(ShareStored::Stored)
+    fn share_store(&self) -> anyhow::Result<Box<dyn ShareStore>> {
+        let conn = Connection::open(&self.path).map_err(|e| open_error(&self.path, e))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT))
+            .map_err(|e| open_error(&self.path, e))?;
+        Ok(Box::new(ShareDb { conn }))
     }
+}
 
-    fn count_refused(&mut self, counts: &[RefusedCount]) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+/// The share writer's own connection to the chain's SQLite file.
+pub struct ShareDb {
+    conn: Connection,
+}
+
+impl ShareStore for ShareDb {
+    fn write(&mut self, batch: &ShareBatch) -> anyhow::Result<Vec<ShareStored>> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let results = insert_shares(&tx, &batch.shares)?;
         {
             let mut update = tx.prepare_cached(
                 "UPDATE workers SET stale = stale + ?2, invalid = invalid + ?3 WHERE id = ?1",
             )?;
-            for (id, stale, invalid) in counts {
+            for (id, stale, invalid) in &batch.refused {
                 let (stale, invalid) = (i64::try_from(*stale)?, i64::try_from(*invalid)?);
                 update.execute(params![id, stale, invalid])?;
             }
         }
-        tx.commit().context("counting refused shares")?;
-        Ok(())
+        tx.commit().context("storing shares")?;
+        Ok(results)
     }
 
     fn workers(&mut self, since: f64, limit: usize) -> anyhow::Result<Vec<WorkerRow>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
             "SELECT w.id, w.shares, w.stale, w.invalid, w.first_share, w.last_share, \
-                    COALESCE((SELECT SUM(s.work) FROM shares s WHERE s.id = w.id AND s.ts > ?1), 0) AS work \
-             FROM workers w WHERE w.last_share > ?1 ORDER BY work DESC, w.id LIMIT ?2",
+                    COALESCE((SELECT SUM(b.work) FROM share_work b \
+                              WHERE b.id = w.id AND b.bucket >= ?2), 0) AS work \
+             FROM workers w WHERE w.last_share > ?1 ORDER BY work DESC, w.id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![since, limit], |r| {
+        let rows = stmt.query_map(params![since, work_bucket(since), limit], |r| {
             Ok(WorkerRow {
                 id: r.get(0)?,
                 shares: r.get::<_, i64>(1)?.max(0).unsigned_abs(),
@@ -553,6 +584,18 @@ impl Storage for Store {
             })
         })?;
         rows.collect::<rusqlite::Result<_>>().context("reading the workers")
+    }
+
+    fn prune(&mut self, before: f64) -> anyhow::Result<()> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM shares WHERE ts < ?1", [before])?;
+        tx.execute(
+            "DELETE FROM shares WHERE seq <= (SELECT MAX(seq) FROM shares) - ?1",
+            [MAX_KEPT_SHARES],
+        )?;
+        tx.execute("DELETE FROM share_work WHERE bucket < ?1", [work_bucket(before)])?;
+        tx.commit().context("removing expired shares")?;
+        Ok(())
     }
 }
 

@@ -7,9 +7,10 @@
 //! that stops reading is dropped without delaying anyone else, because nothing is shared between
 //! connections except the pre-serialised frame.
 
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::Poll;
@@ -31,7 +32,7 @@ use tokio::time::{MissedTickBehavior, interval, interval_at, timeout};
 use crate::error::AppError;
 use crate::ledger::Outcome;
 use crate::shares::ShareConn;
-use crate::state::{AppState, Latest};
+use crate::state::{AppState, Latest, ShareOutcome, ShareVerdict};
 
 /// The largest text frame the server reads; a bigger one gets an `error` frame and the
 /// connection stays open.
@@ -52,6 +53,10 @@ pub const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// client that asks and never reads holds at most this many replies and the one being sent, for
 /// at most [`SEND_TIMEOUT`] before it is dropped.
 pub const REPLY_QUEUE: usize = 16;
+/// Replies the writer holds in order behind one still waiting for its answer (a share waiting for
+/// its batch to be stored); while that many wait, the reply queue fills and the connection's
+/// frames are not read.
+pub const MAX_AWAITED_REPLIES: usize = 64;
 /// How long one send (or a wait for room in the reply queue) may take before the client counts
 /// as stuck and is dropped.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +66,37 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 pub const MAX_MISSED_PONGS: u32 = 2;
 /// How long the writer may take to flush and close once the reader is done.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A reply for the writer to send, in the order the frames it answers were read.
+enum Reply {
+    /// Ready now.
+    Now(Message),
+    /// Ready once the future resolves (a share, once its batch is stored); replies behind it
+    /// wait, block frames do not.
+    Later(Pin<Box<dyn Future<Output = Message> + Send>>),
+}
+
+impl From<Message> for Reply {
+    fn from(m: Message) -> Self {
+        Reply::Now(m)
+    }
+}
+
+/// Polls the oldest reply; ready when it is.
+fn poll_front(queue: &mut VecDeque<Reply>, cx: &mut std::task::Context<'_>) -> Poll<Message> {
+    let ready = match queue.front_mut() {
+        None => return Poll::Pending,
+        Some(Reply::Now(_)) => None,
+        Some(Reply::Later(fut)) => match fut.as_mut().poll(cx) {
+            Poll::Ready(m) => Some(m),
+            Poll::Pending => return Poll::Pending,
+        },
+    };
+    match (queue.pop_front(), ready) {
+        (_, Some(m)) | (Some(Reply::Now(m)), None) => Poll::Ready(m),
+        _ => Poll::Pending,
+    }
+}
 
 /// `GET /ws`: upgrades to a WebSocket (a plain GET gets a JSON 4xx).
 pub async fn upgrade(
@@ -108,7 +144,7 @@ async fn serve_socket(socket: WebSocket, state: AppState, peer: SocketAddr) {
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut replies: mpsc::Receiver<Message>,
+    mut replies: mpsc::Receiver<Reply>,
     state: &AppState,
     missed: &AtomicU32,
 ) -> &'static str {
@@ -124,7 +160,13 @@ async fn write_loop(
     let start = tokio::time::Instant::now() + PING_EVERY;
     let mut ping = interval_at(start, PING_EVERY);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Replies taken from the queue, in order; the oldest may still be waiting for its answer.
+    let mut awaited: VecDeque<Reply> = VecDeque::new();
+    let mut reader_done = false;
     let (message, why) = loop {
+        if reader_done && awaited.is_empty() {
+            return close_sink(sink, "closed by the client").await;
+        }
         // Set when the message is a newly forged block: when that block was published.
         let mut published = None;
         let message = tokio::select! {
@@ -132,10 +174,16 @@ async fn write_loop(
             () = &mut shutdown => {
                 break (close(close_code::AWAY, "server shutting down"), "server shutting down");
             }
-            reply = replies.recv() => match reply {
-                Some(m @ Message::Close(_)) => break (m, "closed by the server"),
-                Some(m) => m,
-                None => return close_sink(sink, "closed by the client").await,
+            ready = poll_fn(|cx| poll_front(&mut awaited, cx)), if !awaited.is_empty() => match ready {
+                m @ Message::Close(_) => break (m, "closed by the server"),
+                m => m,
+            },
+            reply = replies.recv(), if !reader_done && awaited.len() < MAX_AWAITED_REPLIES => {
+                match reply {
+                    Some(reply) => awaited.push_back(reply),
+                    None => reader_done = true,
+                }
+                continue;
             },
             changed = blocks.changed() => match changed {
                 Ok(()) => {
@@ -192,7 +240,7 @@ fn close(code: u16, reason: &'static str) -> Message {
 
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
-    replies: mpsc::Sender<Message>,
+    replies: mpsc::Sender<Reply>,
     state: AppState,
     missed: Arc<AtomicU32>,
     peer: SocketAddr,
@@ -208,9 +256,9 @@ async fn read_loop(
                 None => break,
             },
             _ = tick.tick(), if shares.is_some() => {
-                let changed = shares.as_mut().and_then(|c| c.vardiff.on_tick(Instant::now()));
+                let changed = shares.as_mut().and_then(|c| c.on_tick(Instant::now()));
                 if let Some(bits) = changed
-                    && !matches!(timeout(SEND_TIMEOUT, replies.send(share_target(bits))).await, Ok(Ok(())))
+                    && !matches!(timeout(SEND_TIMEOUT, replies.send(share_target(bits).into())).await, Ok(Ok(())))
                 {
                     return "client not reading its replies";
                 }
@@ -228,7 +276,7 @@ async fn read_loop(
                 } else {
                     close(close_code::PROTOCOL, "protocol error")
                 };
-                let _ = replies.try_send(message);
+                let _ = replies.try_send(message.into());
                 return "read failed";
             }
         };
@@ -236,21 +284,21 @@ async fn read_loop(
         let (reply, then) = match frame {
             Message::Text(text) => handle_text(&state, text.as_str(), peer, &mut shares).await,
             Message::Binary(_) => {
-                (Some(error("binary frames are not supported; send JSON text")), None)
+                (Some(error("binary frames are not supported; send JSON text").into()), None)
             }
             Message::Ping(_) | Message::Pong(_) => (None, None),
             Message::Close(_) => return "closed by the client",
         };
         // Back-pressure: while the queue is full this stops reading, so a client that pipelines
         // requests is slowed down, and one that never reads is dropped after the timeout.
-        for reply in [reply, then].into_iter().flatten() {
+        for reply in [reply, then.map(Reply::from)].into_iter().flatten() {
             if !matches!(timeout(SEND_TIMEOUT, replies.send(reply)).await, Ok(Ok(()))) {
                 return "client not reading its replies";
             }
         }
         if let Some(why) = shares.as_ref().and_then(ShareConn::cut_off) {
-            let _ = timeout(SEND_TIMEOUT, replies.send(error(why))).await;
-            let _ = replies.try_send(close(close_code::POLICY, "too many invalid shares"));
+            let _ = timeout(SEND_TIMEOUT, replies.send(error(why).into())).await;
+            let _ = replies.try_send(close(close_code::POLICY, "too many invalid shares").into());
             return "too many invalid shares";
         }
     }
@@ -271,19 +319,18 @@ async fn handle_text(
     text: &str,
     peer: SocketAddr,
     shares: &mut Option<ShareConn>,
-) -> (Option<Message>, Option<Message>) {
+) -> (Option<Reply>, Option<Message>) {
+    let now = |m: Message| (Some(Reply::Now(m)), None);
     if text.len() > MAX_TEXT_BYTES {
         let too_big =
             format!("frame is {} bytes; at most {MAX_TEXT_BYTES} are accepted", text.len());
-        return (Some(error(too_big)), None);
+        return now(error(too_big));
     }
     let sub = match ClientMessage::from_json(text) {
         Ok(ClientMessage::Proof(sub)) => sub,
-        Ok(ClientMessage::LastBlock) => {
-            return (Some(Message::Text(state.latest().frame.clone())), None);
-        }
+        Ok(ClientMessage::LastBlock) => return now(Message::Text(state.latest().frame.clone())),
         Ok(ClientMessage::Stats) => {
-            return (Some(Message::Text(state.stats_message().await.to_json().into())), None);
+            return now(Message::Text(state.stats_message().await.to_json().into()));
         }
         Ok(ClientMessage::Shares) => {
             let conn = shares.get_or_insert_with(|| {
@@ -295,10 +342,10 @@ async fn handle_text(
                     Instant::now(),
                 )
             });
-            return (Some(share_target(conn.vardiff.bits())), None);
+            return now(share_target(conn.vardiff.bits()));
         }
-        Ok(other) => return (Some(error(format!("unsupported message {other:?}"))), None),
-        Err(e) => return (Some(error(e.to_string())), None),
+        Ok(other) => return now(error(format!("unsupported message {other:?}"))),
+        Err(e) => return now(error(e.to_string())),
     };
     // An opted-in connection's proofs are limited per connection (see `shares`), others' per
     // address. An `error` frame answers a refused proof, in order, as for any proof the server
@@ -308,10 +355,38 @@ async fn handle_text(
         None => state.allow_proof(peer.ip()).map_err(|limited| limited.to_string()),
     };
     if let Err(limited) = allowed {
-        return (Some(error(limited)), None);
+        return now(error(limited));
     }
-    let bits = shares.as_ref().map(|c| c.vardiff.bits());
-    let result = match state.submit(sub, bits).await {
+    let mut finder_bits = None;
+    if let Some(conn) = shares.as_mut() {
+        // A share is judged here, without the ledger; only a block goes on to it.
+        let target = conn.target(Instant::now());
+        match state.judge_share(&sub, target) {
+            ShareVerdict::Block => finder_bits = Some(target.bits),
+            ShareVerdict::Refused(outcome) => {
+                conn.judged(matches!(
+                    outcome.reason,
+                    Some(ShareReject::Invalid | ShareReject::Duplicate)
+                ));
+                return now(share_message(outcome));
+            }
+            ShareVerdict::Accepted(row) => {
+                conn.judged(false);
+                // Vardiff counts the share now: it was judged good, whatever becomes of its
+                // storage (a database outage must not lower anyone's target).
+                let retarget = conn.on_share(Instant::now()).map(share_target);
+                let state = state.clone();
+                let answer = async move {
+                    match state.store_share(row).await {
+                        Ok(outcome) => share_message(outcome),
+                        Err(e) => error(e.to_string()),
+                    }
+                };
+                return (Some(Reply::Later(Box::pin(answer))), retarget);
+            }
+        }
+    }
+    let result = match state.submit(sub, finder_bits).await {
         Ok(Outcome::Accepted(block)) => ServerMessage::Result {
             accepted: true,
             message: FORGED.to_owned(),
@@ -321,24 +396,24 @@ async fn handle_text(
         Ok(Outcome::Rejected { reason, message, index }) => {
             ServerMessage::Result { accepted: false, message, reason: Some(reason), index }
         }
-        Ok(Outcome::Share { accepted, reason, message, index, bits }) => {
-            let mut retarget = None;
-            if let Some(conn) = shares.as_mut() {
-                conn.judged(matches!(reason, Some(ShareReject::Invalid | ShareReject::Duplicate)));
-                if accepted {
-                    retarget = conn.vardiff.on_share(Instant::now()).map(share_target);
-                }
-            }
-            let share = ServerMessage::Share { accepted, message, reason, index, bits };
-            return (Some(Message::Text(share.to_json().into())), retarget);
-        }
         Err(e @ (AppError::ShuttingDown | AppError::Unavailable(_))) => {
-            return (Some(error(e.to_string())), None);
+            return now(error(e.to_string()));
         }
         Err(e) => {
             tracing::error!(error = %e, "handling a proof failed");
-            return (Some(error("something went wrong")), None);
+            return now(error("something went wrong"));
         }
     };
-    (Some(Message::Text(result.to_json().into())), None)
+    now(Message::Text(result.to_json().into()))
+}
+
+fn share_message(o: ShareOutcome) -> Message {
+    let share = ServerMessage::Share {
+        accepted: o.accepted,
+        message: o.message,
+        reason: o.reason,
+        index: o.index,
+        bits: o.bits,
+    };
+    Message::Text(share.to_json().into())
 }

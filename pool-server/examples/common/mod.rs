@@ -2,6 +2,8 @@
 //! reads frames from one reused buffer, so that 10,000 watchers cost the bench little, and the
 //! open-files check.
 
+pub mod procs;
+
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};

@@ -21,5 +21,6 @@ mod limits;
 mod pg;
 mod schemathesis;
 mod shares;
+mod storage;
 mod support;
 mod ws;

@@ -116,11 +116,20 @@ async fn a_fast_miner_gets_a_harder_target_pushed() {
         }
     };
     assert!(pushed > target, "the target rose from {target} to {pushed}");
-    target = pushed;
-    // Below the new target is no longer a share.
-    let weak = proof_with_bits(&block, 2, target as u32, proof + 1);
+    // A share found for the old target, arriving just after the raise (it was in flight), is
+    // honest work: accepted, and counted at the old target, not refused as invalid.
+    let weak = proof_with_bits(&block, 2, 3, proof + 1);
+    let answer = send_proof(&mut ws, weak, "fast", Some(1)).await;
+    assert_eq!((&answer["accepted"], &answer["bits"]), (&json!(true), &json!(2)), "{answer}");
+    // Once the grace is over, below the new target is no longer a share.
+    tokio::time::sleep(pool_server::shares::TARGET_GRACE).await;
+    let weak = proof_with_bits(&block, 2, 3, weak + 1);
     let answer = send_proof(&mut ws, weak, "fast", Some(1)).await;
     assert_eq!(answer["reason"], "invalid", "{answer}");
+    target = pushed;
+    let strong = proof_with_bits(&block, target as u32, 16, weak + 1);
+    let answer = send_proof(&mut ws, strong, "fast", Some(1)).await;
+    assert_eq!(answer["accepted"], true, "{answer}");
 }
 
 #[tokio::test]
@@ -300,7 +309,7 @@ async fn pplns_pays_every_block_exactly_over_the_last_shares() {
     let settings =
         ShareSettings { interval: Duration::from_secs(60), start_bits: 11, min_bits: 11 };
     let limits = Limits { shares: settings, ..limits(11) };
-    let server = Server::start_paying(ZEROS, limits, None, Payout::Pplns { shares: 1000 }).await;
+    let server = Server::start_paying(ZEROS, limits, None, Payout::Pplns { window: 8 }).await;
     let (mut a, hello) = Ws::connect_and_greet(&server.ws_url()).await;
     let (mut b, _) = Ws::connect_and_greet(&server.ws_url()).await;
     opt_in(&mut a).await;
@@ -458,4 +467,137 @@ async fn shares_are_limited_per_connection_not_from_the_address_allowance() {
     // The first connection stays open and usable.
     ws.send_text(r#"{"type":"last_block"}"#).await;
     assert_eq!(ws.recv().await["type"], "block");
+}
+
+/// The PPLNS flush (issue 19): a miner whose connections sit at a cheap target sends a thousand
+/// shares just before the block it found. With a window of the last N shares by count it pushed
+/// every honest share out and took the whole reward; with a window of work its cheap shares
+/// count for the work they stand for, and the honest miner keeps the rest.
+#[tokio::test]
+async fn flushing_the_pplns_window_with_cheap_shares_pays_only_their_work() {
+    use pool_server::payout::{PPLNS_REWARD, Payout};
+    // Difficulty 4: a block is 16 bits; the window is 2 blocks' work, 2^17. Shares start at 6
+    // bits; a minute per wanted share, so only the eight-share retarget moves a target.
+    const ZEROS: u64 = 4;
+    let settings = ShareSettings { interval: Duration::from_secs(60), start_bits: 6, min_bits: 6 };
+    let limits = Limits { shares: settings, max_conns_per_ip: 1000, ..limits(6) };
+    let server = Server::start_paying(ZEROS, limits, None, Payout::Pplns { window: 2 }).await;
+    let (mut honest, hello) = Ws::connect_and_greet(&server.ws_url()).await;
+    let block = hello["block"].clone();
+    assert_eq!(opt_in(&mut honest).await, 6);
+    // Eight quick shares raise the honest connection by 8 bits, to 14; then eight 14-bit shares
+    // (2^17 of work) fill the window.
+    let mut proof = 0;
+    for _ in 0..8 {
+        proof = proof_with_bits(&block, 6, 7, proof + 1);
+        assert_eq!(send_proof(&mut honest, proof, "honest", Some(1)).await["accepted"], true);
+    }
+    for _ in 0..8 {
+        proof = proof_with_bits(&block, 14, 15, proof + 1);
+        let answer = send_proof(&mut honest, proof, "honest", Some(1)).await;
+        assert_eq!((&answer["accepted"], &answer["bits"]), (&json!(true), &json!(14)), "{answer}");
+    }
+    // The attacker: a thousand 6-bit shares over 125 connections (each stays at 6 bits for its
+    // eight), then the block on a fresh connection at 6 bits.
+    let mut cheap = Vec::new();
+    while cheap.len() < 1000 {
+        proof = proof_with_bits(&block, 6, 7, proof + 1);
+        cheap.push(proof);
+    }
+    let mut senders = Vec::new();
+    for chunk in cheap.chunks(8) {
+        let (url, chunk) = (server.ws_url(), chunk.to_vec());
+        senders.push(tokio::spawn(async move {
+            let (mut ws, _) = Ws::connect_and_greet(&url).await;
+            assert_eq!(opt_in(&mut ws).await, 6);
+            for p in chunk {
+                let answer = send_proof(&mut ws, p, "flusher", Some(1)).await;
+                assert_eq!(answer["accepted"], true, "{answer}");
+            }
+        }));
+    }
+    for s in senders {
+        s.await.expect("a flushing connection");
+    }
+    let (mut finder, _) = Ws::connect_and_greet(&server.ws_url()).await;
+    assert_eq!(opt_in(&mut finder).await, 6);
+    let winning = proof_with_bits(&block, 16, 257, proof + 1);
+    let won = send_proof(&mut finder, winning, "flusher", Some(1)).await;
+    assert_eq!(won["message"], "New Block Forged", "{won}");
+    let paid = rewards_by_id(&server.chain().await);
+    assert_eq!(paid.values().sum::<u64>(), PPLNS_REWARD, "{paid:?}");
+    // The flusher's work in the window: its block (2^6) and its 1,000 shares (2^6 each), of
+    // 2^17; plus the finder's unit. Counted by shares, it would have had everything.
+    let work = 1001.0 * 64.0 / 131_072.0;
+    let fair = (PPLNS_REWARD - 1) as f64 * work + 1.0;
+    let flusher = paid.get("flusher").copied().unwrap_or(0) as f64;
+    assert!((flusher - fair).abs() <= 2.0, "flusher got {flusher}, its work is {fair}: {paid:?}");
+    assert!(paid.get("honest").copied().unwrap_or(0) > 500_000, "{paid:?}");
+}
+
+/// Group commit (issue 19): shares from many connections are stored in batches and each is
+/// answered only once its batch is committed, so `kill -9` in the middle of a flood loses none
+/// that was acknowledged.
+#[test]
+fn no_acknowledged_share_is_lost_to_a_kill_during_a_flood() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // 11-bit shares (one below the block's 12): vardiff cannot raise them.
+    let options = [
+        "--share-start-bits",
+        "11",
+        "--share-min-bits",
+        "11",
+        "--share-interval-ms",
+        "60000",
+        "--proof-rate",
+        "100000",
+    ];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = spawn_binary_with(&data, ZEROS, &options).expect("server starts");
+    let url = format!("ws://{}/ws", server.addr);
+    const CONNECTIONS: u64 = 16;
+    let acked: Arc<Vec<AtomicU64>> =
+        Arc::new((0..CONNECTIONS).map(|_| AtomicU64::new(0)).collect());
+    let total = Arc::new(AtomicU64::new(0));
+    runtime.block_on(async {
+        for c in 0..CONNECTIONS {
+            let (url, acked, total) = (url.clone(), acked.clone(), total.clone());
+            tokio::spawn(async move {
+                let (mut ws, hello) = Ws::connect_and_greet(&url).await;
+                opt_in(&mut ws).await;
+                let mut proof = c << 40;
+                loop {
+                    proof = proof_with_bits(&hello["block"], 11, 12, proof + 1);
+                    let answer = send_proof(&mut ws, proof, &format!("c{c}"), Some(1)).await;
+                    assert_eq!(answer["accepted"], true, "{answer}");
+                    acked[c as usize].fetch_add(1, Ordering::SeqCst);
+                    total.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        // Kill the server in the middle of the flood.
+        while total.load(Ordering::SeqCst) < 400 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    drop(server); // kill -9
+    let acked: Vec<u64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
+    runtime.shutdown_background();
+    let second = spawn_binary_with(&data, ZEROS, &options).expect("server restarts");
+    let body: Value = reqwest::blocking::get(format!("http://{}/workers", second.addr))
+        .expect("GET /workers")
+        .json()
+        .expect("json");
+    for (c, acked) in acked.iter().enumerate() {
+        let stored = body["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["id"] == format!("c{c}"))
+            .map_or(0, |w| w["shares"].as_u64().expect("shares"));
+        assert!(stored >= *acked, "c{c}: {acked} acknowledged, {stored} stored: {body}");
+    }
 }
