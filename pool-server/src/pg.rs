@@ -35,7 +35,7 @@ use crate::payout::Payout;
 use crate::storage::{
     Changes, CheckPending, FinderShare, Forged, Loaded, MAX_CHANGED_BLOCKS, MAX_KEPT_SHARES,
     MakeBlock, Queued, ShareBatch, ShareRow, ShareStore, ShareStored, Storage, StoredBlock,
-    Unavailable, WorkerRow, decode_block, proof_to_i64, read_window, work_bucket, worker_deltas,
+    Unavailable, WorkerDeltas, WorkerRow, decode_block, proof_to_i64, read_window, work_bucket,
 };
 
 /// The channel new blocks are announced on; the payload is the new height.
@@ -279,9 +279,7 @@ fn read_blocks(
 }
 
 /// Stores `shares` in the open transaction, each unless its proof was already stored for its
-/// block (on any frontend): one multi-row insert, then one upsert of the ids' counts and one of
-/// their work, in id order (so that frontends writing at once never deadlock). Returns what
-/// became of each share.
+/// block (on any frontend), in one multi-row insert. Returns what became of each share.
 fn insert_shares(
     tx: &mut postgres::Transaction<'_>,
     shares: &[ShareRow],
@@ -323,20 +321,28 @@ fn insert_shares(
                 }
             })
             .collect();
-    let stored = shares.iter().zip(&results).filter(|(_, r)| **r == ShareStored::Stored);
-    let deltas = worker_deltas(stored.map(|(s, _)| s));
+    Ok(results)
+}
+
+/// Adds stored shares' figures to their miners' rows, in the open transaction: one upsert of
+/// the counts and one of the work, in id order (so that frontends writing at once never
+/// deadlock).
+fn add_worker_figures(
+    tx: &mut postgres::Transaction<'_>,
+    deltas: &WorkerDeltas,
+) -> Result<(), Fail> {
     if deltas.is_empty() {
-        return Ok(results);
+        return Ok(());
     }
     let (mut ids, mut counts, mut firsts, mut lasts) = (vec![], vec![], vec![], vec![]);
     let (mut work_ids, mut buckets, mut works) = (vec![], vec![], vec![]);
-    for (id, d) in &deltas {
-        ids.push(*id);
+    for (id, d) in &deltas.0 {
+        ids.push(id.as_str());
         counts.push(d.shares);
         firsts.push(d.first);
         lasts.push(d.last);
         for (bucket, w) in &d.work {
-            work_ids.push(*id);
+            work_ids.push(id.as_str());
             buckets.push(*bucket);
             works.push(*w);
         }
@@ -357,7 +363,7 @@ fn insert_shares(
          ON CONFLICT (id, bucket) DO UPDATE SET work = pool_share_work.work + excluded.work",
         &[&work_ids, &buckets, &works],
     )?;
-    Ok(results)
+    Ok(())
 }
 
 /// Reads the PPLNS window (see [`read_window`]) a chunk of rows at a time, so a forge reads
@@ -657,7 +663,9 @@ impl Storage for PgStore {
             }
             if let Some(finder) = finder {
                 // A winning proof is new for its block: nothing to count twice.
-                insert_shares(&mut tx, &[finder.row(&block)])?;
+                let row = finder.row(&block);
+                insert_shares(&mut tx, std::slice::from_ref(&row))?;
+                add_worker_figures(&mut tx, &WorkerDeltas::of([&row]))?;
             }
             tx.execute("UPDATE pool_head SET height = $1", &[&idx])?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &idx.to_string()])?;
@@ -712,6 +720,11 @@ impl ShareStore for PgShares {
         self.conn.run("storing shares", |client, committing| {
             let mut tx = client.transaction()?;
             let results = insert_shares(&mut tx, &batch.shares)?;
+            // Frontends come and go: each batch stores its own figures (one statement for all
+            // of its miners), so none waits in a frontend's memory.
+            let stored =
+                batch.shares.iter().zip(&results).filter(|(_, r)| **r == ShareStored::Stored);
+            add_worker_figures(&mut tx, &WorkerDeltas::of(stored.map(|(s, _)| s)))?;
             if !refused.is_empty() {
                 let ids: Vec<&str> = refused.iter().map(|r| r.0.as_str()).collect();
                 let mut stale = Vec::with_capacity(refused.len());

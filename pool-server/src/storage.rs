@@ -180,18 +180,21 @@ pub fn work_bucket(ts: f64) -> i64 {
     (ts / WORK_BUCKET_SECONDS).floor() as i64
 }
 
-/// What one group commit writes: accepted shares, and refused ones counted per id.
+/// What one group commit writes: accepted shares, and refused shares counted per id.
 #[derive(Debug, Default)]
 pub struct ShareBatch {
     /// The accepted shares, in arrival order.
     pub shares: Vec<ShareRow>,
     /// Refused shares per id since the last batch.
     pub refused: Vec<RefusedCount>,
+    /// Whether the miners' figures a store keeps in memory must be stored with this batch
+    /// (see [`ShareStore::write`]).
+    pub figures_due: bool,
 }
 
-/// What a batch adds to one id's figures: shares stored, first and last share time, and the work
-/// per bucket. Both backends write these, computed once here.
-#[derive(Debug, Default)]
+/// What stored shares add to one id's figures: shares, first and last share time, and the work
+/// per [`work_bucket`].
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct WorkerDelta {
     /// Shares stored.
     pub shares: i64,
@@ -203,25 +206,66 @@ pub struct WorkerDelta {
     pub work: std::collections::BTreeMap<i64, f64>,
 }
 
-/// Sums the stored shares of a batch per id (in id order, so that concurrent batches on a
-/// shared database lock worker rows in the same order and never deadlock).
-pub fn worker_deltas<'a>(
-    stored: impl Iterator<Item = &'a ShareRow>,
-) -> std::collections::BTreeMap<&'a str, WorkerDelta> {
-    let mut deltas: std::collections::BTreeMap<&str, WorkerDelta> =
-        std::collections::BTreeMap::new();
-    for share in stored {
-        let d = deltas.entry(share.id.as_str()).or_insert_with(|| WorkerDelta {
-            first: share.ts,
-            last: share.ts,
-            ..WorkerDelta::default()
-        });
+/// Per-miner figures of stored shares, by id. In id order, so that frontends writing them at once
+/// lock worker rows in the same order and never deadlock. The share writer adds up those of many
+/// batches and stores them together (the shares themselves are stored with their own batch).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WorkerDeltas(pub std::collections::BTreeMap<String, WorkerDelta>);
+
+impl WorkerDeltas {
+    /// Counts a stored share.
+    pub fn add(&mut self, share: &ShareRow) {
+        let d = match self.0.get_mut(&share.id) {
+            Some(d) => d,
+            None => self.0.entry(share.id.clone()).or_insert_with(|| WorkerDelta {
+                first: share.ts,
+                last: share.ts,
+                ..WorkerDelta::default()
+            }),
+        };
         d.shares += 1;
         d.first = d.first.min(share.ts);
         d.last = d.last.max(share.ts);
         *d.work.entry(work_bucket(share.ts)).or_default() += share_work(share.bits);
     }
-    deltas
+
+    /// The figures of `shares`.
+    pub fn of<'a>(shares: impl IntoIterator<Item = &'a ShareRow>) -> Self {
+        let mut deltas = WorkerDeltas::default();
+        for share in shares {
+            deltas.add(share);
+        }
+        deltas
+    }
+
+    /// Adds `other`'s figures to these.
+    pub fn merge(&mut self, other: WorkerDeltas) {
+        for (id, d) in other.0 {
+            match self.0.get_mut(&id) {
+                None => {
+                    self.0.insert(id, d);
+                }
+                Some(mine) => {
+                    mine.shares += d.shares;
+                    mine.first = mine.first.min(d.first);
+                    mine.last = mine.last.max(d.last);
+                    for (bucket, w) in d.work {
+                        *mine.work.entry(bucket).or_default() += w;
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many ids it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The shares of the PPLNS window: newest first, `(id, bits)`, read until their work reaches
@@ -354,9 +398,13 @@ pub trait Storage: Send + std::fmt::Debug {
 /// server), off the chain's lock. Blocking.
 pub trait ShareStore: Send {
     /// Stores a batch in one transaction: each share unless the same proof was already stored
-    /// for its block (by any server on the database), with its id's counts and work, and adds
-    /// the refused counts (to ids that have a worker row only). Returns what became of each
-    /// share, in order.
+    /// for its block (by any server on the database), and the refused counts (to ids that have
+    /// a worker row only). Returns what became of each share, in order.
+    ///
+    /// The stored shares' figures (their miners' counts, last share and work per second) are
+    /// stored with the batch, or, by a store that adds them up in memory (SQLite: one upsert per
+    /// miner a second instead of one per share), with the next batch whose `figures_due` is set;
+    /// such a store rebuilds from the shares, when it opens, the figures a crash lost.
     ///
     /// # Errors
     /// When the database fails; then nothing of the batch was stored, or, when the connection

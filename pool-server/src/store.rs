@@ -25,8 +25,8 @@ use crate::lockfile::{DirLock, is_permission};
 pub use crate::storage::StoredBlock;
 use crate::storage::{
     Changes, CheckPending, FinderShare, Forged, Loaded, MAX_KEPT_SHARES, MakeBlock, Queued,
-    ShareBatch, ShareRow, ShareStore, ShareStored, Storage, WorkerRow, decode_block, proof_to_i64,
-    read_window, work_bucket, worker_deltas,
+    ShareBatch, ShareRow, ShareStore, ShareStored, Storage, WorkerDeltas, WorkerRow, decode_block,
+    proof_to_i64, read_window, work_bucket,
 };
 
 /// The database file's name inside `--data-dir`.
@@ -281,6 +281,18 @@ impl Store {
             // other's (a few milliseconds), never fails on it.
             self.conn.busy_timeout(BUSY_TIMEOUT)?;
             self.conn.execute_batch(SHARES_SCHEMA)?;
+            // Whether a share's figures were stored with it (a block's own share); the share
+            // writer's are added up in memory (see `ShareDb`).
+            let counted: i64 = self.conn.query_row(
+                "SELECT count(*) FROM pragma_table_info('shares') WHERE name = 'counted'",
+                [],
+                |r| r.get(0),
+            )?;
+            if counted == 0 {
+                self.conn.execute_batch(
+                    "ALTER TABLE shares ADD COLUMN counted INTEGER NOT NULL DEFAULT 1",
+                )?;
+            }
             self.conn.execute("UPDATE meta SET value = 0 WHERE key = 'clean'", [])?;
             let busy: i64 =
                 self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
@@ -376,7 +388,8 @@ impl Store {
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'blocks'", [idx])?;
         if let Some(share) = share {
             // A winning proof is new for its block: nothing to count twice.
-            insert_shares(&tx, std::slice::from_ref(share))?;
+            insert_shares(&tx, std::slice::from_ref(share), true)?;
+            add_worker_figures(&tx, &WorkerDeltas::of([share]))?;
         }
         tx.commit()?;
         Ok(())
@@ -400,31 +413,42 @@ impl Store {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stores `shares` in the open transaction, each unless its proof was already stored for its
-/// block, and adds the stored ones to their ids' counts and work; returns what became of each.
+/// block (`counted`: their figures are stored in this transaction too); returns what became of
+/// each, and the newest `seq` stored.
 fn insert_shares(
     tx: &rusqlite::Transaction<'_>,
     shares: &[ShareRow],
-) -> anyhow::Result<Vec<ShareStored>> {
+    counted: bool,
+) -> anyhow::Result<(Vec<ShareStored>, Option<i64>)> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO shares (block, proof, id, bits, work, ts, counted) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
     let mut results = Vec::with_capacity(shares.len());
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO shares (block, proof, id, bits, work, ts) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for share in shares {
-            let block = i64::try_from(share.block).context("block index beyond SQLite's range")?;
-            let inserted = insert.execute(params![
-                block,
-                proof_to_i64(share.proof),
-                share.id,
-                share.bits,
-                share_work(share.bits),
-                share.ts
-            ])?;
-            results.push(if inserted == 0 { ShareStored::Duplicate } else { ShareStored::Stored });
+    let mut newest = None;
+    for share in shares {
+        let block = i64::try_from(share.block).context("block index beyond SQLite's range")?;
+        let inserted = insert.execute(params![
+            block,
+            proof_to_i64(share.proof),
+            share.id,
+            share.bits,
+            share_work(share.bits),
+            share.ts,
+            counted
+        ])?;
+        if inserted == 0 {
+            results.push(ShareStored::Duplicate);
+        } else {
+            results.push(ShareStored::Stored);
+            newest = Some(tx.last_insert_rowid());
         }
     }
-    let stored = shares.iter().zip(&results).filter(|(_, r)| **r == ShareStored::Stored);
+    Ok((results, newest))
+}
+
+/// Adds stored shares' figures to their miners' rows, in the open transaction.
+fn add_worker_figures(tx: &rusqlite::Transaction<'_>, deltas: &WorkerDeltas) -> anyhow::Result<()> {
     let mut worker = tx.prepare_cached(
         "INSERT INTO workers (id, shares, stale, invalid, first_share, last_share) \
          VALUES (?1, ?2, 0, 0, ?3, ?4) \
@@ -436,13 +460,13 @@ fn insert_shares(
         "INSERT INTO share_work (id, bucket, work) VALUES (?1, ?2, ?3) \
          ON CONFLICT (id, bucket) DO UPDATE SET work = work + excluded.work",
     )?;
-    for (id, delta) in worker_deltas(stored.map(|(s, _)| s)) {
+    for (id, delta) in &deltas.0 {
         worker.execute(params![id, delta.shares, delta.first, delta.last])?;
         for (bucket, w) in &delta.work {
             work.execute(params![id, bucket, w])?;
         }
     }
-    Ok(results)
+    Ok(())
 }
 
 /// The share tables, added to any database at open: an older server ignores them.
@@ -454,6 +478,7 @@ const SHARES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS shares (
                                  bits  INTEGER NOT NULL,
                                  work  REAL    NOT NULL,
                                  ts    REAL    NOT NULL,
+                                 counted INTEGER NOT NULL DEFAULT 0,
                                  UNIQUE (block, proof)
                              );
                              CREATE INDEX IF NOT EXISTS shares_ts ON shares (ts);
@@ -534,23 +559,81 @@ impl Storage for Store {
     }
 
     fn share_store(&self) -> anyhow::Result<Box<dyn ShareStore>> {
-        let conn = Connection::open(&self.path).map_err(|e| open_error(&self.path, e))?;
+        let mut conn = Connection::open(&self.path).map_err(|e| open_error(&self.path, e))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT))
             .map_err(|e| open_error(&self.path, e))?;
-        Ok(Box::new(ShareDb { conn }))
+        let stored = rebuild_figures(&mut conn)
+            .with_context(|| format!("counting the shares in {}", self.path.display()))?;
+        Ok(Box::new(ShareDb { conn, figures: WorkerDeltas::default(), stored }))
     }
 }
 
-/// The share writer's own connection to the chain's SQLite file.
+/// The `meta` key of the newest share whose figures are stored (the share writer's shares up to
+/// it are counted in `workers` and `share_work`).
+const FIGURES_SEQ: &str = "figures_seq";
+
+/// Stores the figures of the share writer's shares stored after the last figures were (a crash
+/// came between), and returns the newest share's `seq`: every figure is then stored.
+fn rebuild_figures(conn: &mut Connection) -> anyhow::Result<i64> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let newest: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM shares", [], |r| r.get(0))?;
+    let stored: Option<i64> = tx
+        .query_row("SELECT value FROM meta WHERE key = ?1", [FIGURES_SEQ], |r| r.get(0))
+        .optional()?;
+    // A database from before figures were added up in memory: every share is counted.
+    let stored = stored.unwrap_or(newest);
+    let mut missed = WorkerDeltas::default();
+    {
+        let mut rows = tx.prepare(
+            "SELECT id, bits, ts FROM shares WHERE seq > ?1 AND counted = 0 ORDER BY seq",
+        )?;
+        let rows = rows.query_map([stored], |r| {
+            Ok(ShareRow { block: 0, proof: 0, id: r.get(0)?, bits: r.get(1)?, ts: r.get(2)? })
+        })?;
+        for row in rows {
+            missed.add(&row?);
+        }
+    }
+    if !missed.is_empty() {
+        tracing::info!(miners = missed.len(), "counted the shares a crash left uncounted");
+    }
+    add_worker_figures(&tx, &missed)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        params![FIGURES_SEQ, newest],
+    )?;
+    tx.commit()?;
+    Ok(newest)
+}
+
+/// The share writer's own connection to the chain's SQLite file. The figures of the shares it
+/// stores are added up here and stored with the next batch whose `figures_due` is set, with the
+/// newest share they cover ([`FIGURES_SEQ`]): one upsert per miner a second, not one per
+/// share. After a crash, [`rebuild_figures`] counts the shares stored after it.
 pub struct ShareDb {
     conn: Connection,
+    /// The figures of shares stored since the figures were last stored.
+    figures: WorkerDeltas,
+    /// The newest share those figures cover.
+    stored: i64,
 }
 
 impl ShareStore for ShareDb {
     fn write(&mut self, batch: &ShareBatch) -> anyhow::Result<Vec<ShareStored>> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let results = insert_shares(&tx, &batch.shares)?;
+        let (results, newest) = insert_shares(&tx, &batch.shares, false)?;
+        let stored = batch.shares.iter().zip(&results).filter(|(_, r)| **r == ShareStored::Stored);
+        let mut figures = WorkerDeltas::of(stored.map(|(s, _)| s));
+        let newest = newest.unwrap_or(self.stored).max(self.stored);
+        if batch.figures_due {
+            figures.merge(self.figures.clone());
+            add_worker_figures(&tx, &figures)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![FIGURES_SEQ, newest],
+            )?;
+        }
         {
             let mut update = tx.prepare_cached(
                 "UPDATE workers SET stale = stale + ?2, invalid = invalid + ?3 WHERE id = ?1",
@@ -561,6 +644,12 @@ impl ShareStore for ShareDb {
             }
         }
         tx.commit().context("storing shares")?;
+        self.stored = newest;
+        if batch.figures_due {
+            self.figures = WorkerDeltas::default();
+        } else {
+            self.figures.merge(figures);
+        }
         Ok(results)
     }
 

@@ -1,9 +1,11 @@
 //! [`ShareWriter`]: group commit of shares. Accepted shares from every connection are gathered
 //! and stored a batch per transaction (one fsync, or one multi-row insert on PostgreSQL) by one
 //! thread with its own connection to the database, beside the chain's and without its lock; each
-//! share is answered only once its batch is durable. Refused shares are counted in memory and
-//! added to the next batch (or stored once a second when no share comes). The same thread answers
-//! the workers' figures and removes expired shares.
+//! share is answered only once its batch is durable. The refused shares are counted in memory and
+//! stored with a batch about once a second (and before the workers' figures are read, and at a
+//! clean stop), when the store also stores the miners' figures it adds up in memory (see
+//! `ShareStore::write`); a crash loses at most a second of refusal counts, never a share. The
+//! same thread answers the workers' figures and removes expired shares.
 //!
 //! A batch closes [`BATCH_LINGER`] after its first share or at [`MAX_BATCH`] shares, whichever
 //! comes first; while one commits, the next gathers. Blocks never wait here: a winning proof is
@@ -28,9 +30,10 @@ pub const MAX_BATCH: usize = 4096;
 /// Shares (and workers' requests) waiting for the writer; a connection whose share finds the
 /// queue full waits for room (and stops reading meanwhile).
 pub const QUEUE: usize = 16 * 1024;
-/// Refused shares are stored at least this often while there are any, even with no accepted
-/// share to go with them. A crash loses at most these counts, never an accepted share.
-pub const REFUSED_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The refused shares (and the miners' figures a store adds up in memory) are stored this often
+/// (and before the workers' figures are read, and at a clean stop). A crash loses at most a
+/// second of refusal counts, never an accepted share.
+pub const FIGURES_EVERY: Duration = Duration::from_secs(1);
 /// The most ids whose refusals wait in memory; refusals of further ids are not counted until
 /// the next batch is stored.
 pub const MAX_REFUSED_IDS: usize = 4096;
@@ -163,7 +166,7 @@ impl Writer {
                 return;
             }
         };
-        let mut last_refused = Instant::now();
+        let mut last_figures = Instant::now();
         let mut last_prune = Instant::now();
         let mut shares: Vec<ShareRow> = Vec::new();
         let mut replies: Vec<oneshot::Sender<ShareAnswer>> = Vec::new();
@@ -212,14 +215,16 @@ impl Writer {
                     };
                 }
             } else if stopping {
-                // Nothing queued any more: the last refusals, and done.
-                self.flush(&mut shares, &mut replies);
+                // Nothing queued any more: the last figures and refusals, and done.
+                self.flush(&mut shares, &mut replies, true);
                 return;
             }
-            let refused_due = last_refused.elapsed() >= REFUSED_FLUSH_EVERY;
-            if !shares.is_empty() || !workers.is_empty() || refused_due {
-                self.flush(&mut shares, &mut replies);
-                last_refused = Instant::now();
+            let figures_due = last_figures.elapsed() >= FIGURES_EVERY || !workers.is_empty();
+            if !shares.is_empty() || figures_due {
+                self.flush(&mut shares, &mut replies, figures_due);
+            }
+            if figures_due {
+                last_figures = Instant::now();
             }
             for (since, limit, reply) in workers.drain(..) {
                 let _ = reply.send(self.store.workers(since, limit));
@@ -234,21 +239,33 @@ impl Writer {
         }
     }
 
-    /// Stores `shares` and the refused counts in one transaction and answers each share.
+    /// Stores `shares` (with `figures_due`, also the miners' figures and the refused counts
+    /// waiting) in one transaction and answers each share.
     fn flush(
         &mut self,
         shares: &mut Vec<ShareRow>,
         replies: &mut Vec<oneshot::Sender<ShareAnswer>>,
+        figures_due: bool,
     ) {
-        let refused: Vec<RefusedCount> = {
+        let refused: Vec<RefusedCount> = if figures_due {
             let mut map = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
             map.drain().map(|(id, (stale, invalid))| (id, stale, invalid)).collect()
+        } else {
+            Vec::new()
         };
-        if shares.is_empty() && refused.is_empty() {
+        if shares.is_empty() && refused.is_empty() && !figures_due {
             return;
         }
-        let batch = ShareBatch { shares: std::mem::take(shares), refused };
-        match self.store.write(&batch) {
+        let batch = ShareBatch { shares: std::mem::take(shares), refused, figures_due };
+        let started = Instant::now();
+        let written = self.store.write(&batch);
+        tracing::debug!(
+            shares = batch.shares.len(),
+            refused_ids = batch.refused.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "stored a batch"
+        );
+        match written {
             Ok(results) => {
                 for (reply, result) in replies.drain(..).zip(results) {
                     let _ = reply.send(Ok(result));

@@ -246,8 +246,10 @@ async fn read_loop(
     peer: SocketAddr,
 ) -> &'static str {
     // Set once the client opts in to shares; the tick lets vardiff lower a slow miner's target.
+    // Vardiff looks back over RETARGET_INTERVALS intervals, so a tick per that window is enough
+    // (one per interval was four timer wake-ups per connection for nothing).
     let mut shares: Option<ShareConn> = None;
-    let mut tick = interval(state.share_settings().interval);
+    let mut tick = interval(state.share_settings().interval * crate::shares::RETARGET_INTERVALS);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {

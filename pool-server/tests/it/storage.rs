@@ -7,7 +7,9 @@
 
 use pool_server::payout::Payout;
 use pool_server::pg::PgStore;
-use pool_server::storage::{Forged, ShareBatch, ShareRow, ShareStored, Storage, WorkerRow};
+use pool_server::storage::{
+    Forged, ShareBatch, ShareRow, ShareStore, ShareStored, Storage, WorkerRow,
+};
 use pool_server::store::Store;
 use protocol::{Block, Difficulty, Transaction};
 
@@ -34,8 +36,13 @@ fn share(block: u64, proof: u64, id: &str, bits: u8, ts: f64) -> ShareRow {
     ShareRow { block, proof, id: id.to_owned(), bits, ts }
 }
 
-fn batch(shares: Vec<ShareRow>) -> ShareBatch {
-    ShareBatch { shares, refused: Vec::new() }
+/// Stores `shares` as the share writer does: the shares in one batch, then (as about once a
+/// second) a batch with the figures due.
+fn put(to: &mut dyn ShareStore, shares: Vec<ShareRow>) -> Vec<ShareStored> {
+    let results = to.write(&ShareBatch { shares, ..ShareBatch::default() }).expect("a batch");
+    let none = to.write(&ShareBatch { figures_due: true, ..ShareBatch::default() });
+    assert!(none.expect("the figures").is_empty());
+    results
 }
 
 fn now() -> f64 {
@@ -64,25 +71,24 @@ fn a_batch_stores_each_share_once_across_frontends() {
         let mut a = store.share_store().expect("share store a");
         let mut b = store.share_store().expect("share store b");
         let t = now();
-        let first = a
-            .write(&batch(vec![
+        let first = put(
+            &mut *a,
+            vec![
                 share(1, 10, "alice", 5, t),
                 share(1, 11, "alice", 5, t),
                 share(1, 10, "mallory", 5, t), // the same proof again, in the same batch
-            ]))
-            .expect("write a");
+            ],
+        );
         assert_eq!(
             first,
             [ShareStored::Stored, ShareStored::Stored, ShareStored::Duplicate],
             "{name}"
         );
         // Another frontend sends one already stored and a new one.
-        let second = b
-            .write(&batch(vec![share(1, 11, "bob", 5, t), share(1, 12, "bob", 6, t)]))
-            .expect("write b");
+        let second = put(&mut *b, vec![share(1, 11, "bob", 5, t), share(1, 12, "bob", 6, t)]);
         assert_eq!(second, [ShareStored::Duplicate, ShareStored::Stored], "{name}");
         // The same proof for another block is another share.
-        let third = a.write(&batch(vec![share(2, 10, "alice", 5, t)])).expect("write");
+        let third = put(&mut *a, vec![share(2, 10, "alice", 5, t)]);
         assert_eq!(third, [ShareStored::Stored], "{name}");
         let workers = b.workers(t - 60.0, 10).expect("workers");
         let of = |id: &str| workers.iter().find(|w| w.id == id).cloned();
@@ -103,10 +109,9 @@ fn first_and_last_share_are_the_earliest_and_latest_whatever_the_order() {
         let mut b = store.share_store().expect("share store b");
         let t = now();
         // Two frontends' batches commit out of time order.
-        a.write(&batch(vec![share(1, 1, "carol", 4, t - 5.0)])).expect("write");
-        b.write(&batch(vec![share(1, 2, "carol", 4, t - 1.0)])).expect("write");
-        a.write(&batch(vec![share(1, 3, "carol", 4, t - 3.0), share(1, 4, "carol", 4, t - 9.0)]))
-            .expect("write");
+        put(&mut *a, vec![share(1, 1, "carol", 4, t - 5.0)]);
+        put(&mut *b, vec![share(1, 2, "carol", 4, t - 1.0)]);
+        put(&mut *a, vec![share(1, 3, "carol", 4, t - 3.0), share(1, 4, "carol", 4, t - 9.0)]);
         let w: Vec<WorkerRow> = a.workers(t - 60.0, 10).expect("workers");
         assert_eq!(w.len(), 1, "{name}");
         assert_eq!((w[0].first_share, w[0].last_share), (t - 9.0, t - 1.0), "{name}: {w:?}");
@@ -125,10 +130,11 @@ fn refusals_count_only_for_ids_with_an_accepted_share() {
     on_both(|name, store| {
         let mut a = store.share_store().expect("share store");
         let t = now();
-        a.write(&batch(vec![share(1, 1, "dave", 4, t)])).expect("write");
+        put(&mut *a, vec![share(1, 1, "dave", 4, t)]);
         let refused = ShareBatch {
-            shares: Vec::new(),
             refused: vec![("dave".to_owned(), 2, 3), ("nobody".to_owned(), 5, 5)],
+            figures_due: true,
+            ..ShareBatch::default()
         };
         assert!(a.write(&refused).expect("write").is_empty(), "{name}");
         let w = a.workers(t - 60.0, 10).expect("workers");
@@ -145,7 +151,7 @@ fn a_forge_reads_the_pplns_window_by_work_newest_first() {
         // Oldest first: two 10-bit shares, then eight 4-bit ones.
         let mut shares = vec![share(1, 1, "old", 10, t), share(1, 2, "old", 10, t)];
         shares.extend((0..8).map(|i| share(1, 100 + i, "cheap", 4, t)));
-        a.write(&batch(shares)).expect("write");
+        put(&mut *a, shares);
         let mut seen = Vec::new();
         // A window of 2^10 + 2^7: the eight cheap shares (2^7) and one old one reach it.
         forge(store, 1, (1 << 10) + (1 << 7), &mut seen);
@@ -191,15 +197,37 @@ fn pruning_removes_expired_shares_and_work() {
     on_both(|name, store| {
         let mut a = store.share_store().expect("share store");
         let t = now();
-        a.write(&batch(vec![share(1, 1, "eve", 6, t - 600.0), share(1, 2, "eve", 6, t)]))
-            .expect("write");
+        put(&mut *a, vec![share(1, 1, "eve", 6, t - 600.0), share(1, 2, "eve", 6, t)]);
         a.prune(t - 300.0).expect("prune");
         // The old proof is gone from the store: it can be stored again (its block is long won).
-        let again = a.write(&batch(vec![share(1, 1, "eve", 6, t)])).expect("write");
+        let again = put(&mut *a, vec![share(1, 1, "eve", 6, t)]);
         assert_eq!(again, [ShareStored::Stored], "{name}");
-        let still = a.write(&batch(vec![share(1, 2, "eve", 6, t)])).expect("write");
+        let still = put(&mut *a, vec![share(1, 2, "eve", 6, t)]);
         assert_eq!(still, [ShareStored::Duplicate], "{name}: a kept share stays unique");
         let w = a.workers(t - 1000.0, 10).expect("workers");
         assert_eq!(w[0].work, 128.0, "{name}: the expired work bucket is gone: {w:?}");
+    });
+}
+
+#[test]
+fn figures_a_crash_left_in_memory_are_counted_when_the_store_opens_again() {
+    on_both(|name, store| {
+        let t = now();
+        {
+            let mut a = store.share_store().expect("share store");
+            let batch = ShareBatch {
+                shares: vec![share(1, 1, "frank", 5, t), share(1, 2, "frank", 5, t)],
+                ..ShareBatch::default()
+            };
+            assert_eq!(a.write(&batch).expect("write"), [ShareStored::Stored; 2], "{name}");
+            // Dropped with its figures not stored: as a crash would.
+        }
+        let mut b = store.share_store().expect("share store again");
+        let w = b.workers(t - 60.0, 10).expect("workers");
+        assert_eq!(w.len(), 1, "{name}: {w:?}");
+        assert_eq!((w[0].shares, w[0].work), (2, 64.0), "{name}: {w:?}");
+        // Counted once: opening again adds nothing.
+        let mut c = store.share_store().expect("share store a third time");
+        assert_eq!(c.workers(t - 60.0, 10).expect("workers")[0].shares, 2, "{name}");
     });
 }
