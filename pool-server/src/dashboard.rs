@@ -44,7 +44,7 @@ pub async fn js() -> Response {
 
 /// `GET /balances`: `{"balances": [{"id", "coins"}, ...]}`, highest first, ties by id.
 pub async fn balances(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "balances": &*state.balances() }))
+    Json(json!({ "balances": state.balances().page(0, usize::MAX) }))
 }
 
 /// `GET /balance/{id}`: `{"id", "coins"}`; 0 coins for an id the chain never mentions. The id
