@@ -4,11 +4,15 @@
 //!   that dribble a request a byte at a time are cut off;
 //! - a cap on open connections per client IP address ([`Limits::max_conns_per_ip`]), WebSockets
 //!   included for as long as they stay open; one more gets a JSON 429 and is closed;
-//! - a cap on open connections in all ([`Limits::max_conns`]); one more gets a JSON 503.
+//! - a cap on open connections in all ([`Limits::max_conns`]); one more gets a JSON 503;
+//! - a write deadline ([`Limits::write_timeout`]): a connection whose client takes none of what
+//!   the server writes for that long (an answer it asked for and never reads) is closed, and
+//!   what its answer held is freed.
 //!
-//! Responses are written with vectored writes, so a streamed body's chunks (`GET /chain`) are
-//! queued by reference, never copied into a buffer of their own: a client that does not read
-//! holds at most hyper's bounded queue of references.
+//! Responses are written with vectored writes, so a streamed body's chunks (`GET /chain`,
+//! `GET /balances`) are queued by reference, never copied into a buffer of their own: a client
+//! that does not read holds at most hyper's bounded queue of references until the write
+//! deadline drops it.
 //!
 //! Shutdown: once `shutdown` completes the listener is dropped and every HTTP connection is
 //! asked to finish its request in flight and close; WebSocket connections close through the
@@ -50,6 +54,9 @@ pub const RESERVED_FDS: u64 = 64;
 pub const MAX_REFUSALS: usize = 1_024;
 /// The default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time a write may wait for the client to take something (the write deadline); the
+/// same as a WebSocket send's, so both kinds of client that stop reading go alike.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused connection is given to send its request and read the 429.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of a refused connection's request head is read before answering anyway.
@@ -71,6 +78,9 @@ pub struct Limits {
     pub max_conns: usize,
     /// Time allowed to send a request's headers; then the connection is closed.
     pub header_read_timeout: Duration,
+    /// Time a write may wait for the client to take any of it (HTTP answers and WebSocket
+    /// frames alike); then the connection is closed.
+    pub write_timeout: Duration,
     /// Proofs per second allowed from one address (IPv6: one /64), on average; up to
     /// [`BURST_SECONDS`] times as many at once.
     pub proof_rate: u32,
@@ -86,6 +96,7 @@ impl Default for Limits {
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
             max_conns: DEFAULT_MAX_CONNS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             proof_rate: DEFAULT_PROOF_RATE,
             transaction_rate: DEFAULT_TRANSACTION_RATE,
             shares: ShareSettings::default(),
@@ -151,11 +162,44 @@ impl Drop for Slot {
 }
 
 /// A TCP stream that holds its [`Slot`]: after a WebSocket upgrade hyper hands the stream over,
-/// so the slot lives exactly as long as the socket.
+/// so the slot lives exactly as long as the socket. Its writes keep the write deadline: once a
+/// write has waited `write_timeout` for the client to take anything, it fails, and whoever
+/// writes (hyper, or a WebSocket task) drops the connection.
 #[derive(Debug)]
 struct CountedStream {
     inner: crate::tls::Stream,
     _slot: Slot,
+    write_timeout: Duration,
+    /// Set while writes are blocked: when the deadline passes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CountedStream {
+    fn new(inner: crate::tls::Stream, slot: Slot, write_timeout: Duration) -> Self {
+        CountedStream { inner, _slot: slot, write_timeout, stalled: None }
+    }
+
+    /// Keeps the write deadline over a write's (or flush's) `poll`.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.stalled = None;
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client took nothing written to it for {}s", timeout.as_secs_f64()),
+        )))
+    }
 }
 
 impl AsyncRead for CountedStream {
@@ -174,11 +218,13 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.deadline(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.deadline(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -190,7 +236,8 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.deadline(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -263,7 +310,7 @@ pub async fn serve(
         tasks.spawn(async move {
             // The TLS handshake (if any) runs here, not in the accept loop.
             let Some(stream) = crate::tls::accept(tls, stream).await else { return };
-            let io = TokioIo::new(CountedStream { inner: stream, _slot: slot });
+            let io = TokioIo::new(CountedStream::new(stream, slot, limits.write_timeout));
             let conn = http.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {

@@ -20,6 +20,7 @@ use futures_util::SinkExt;
 use pool_server::serve::Limits;
 use pool_server::store::Store;
 use protocol::{Block, Difficulty, Transaction};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Binary, HANG_GUARD, Server, Ws, spawn_binary_with};
@@ -286,4 +287,48 @@ async fn connections_over_the_global_cap_get_a_json_503() {
         assert!(Instant::now() < deadline, "the slot never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A client that asks for a big answer and never reads it is dropped once the write deadline
+/// passes (`--write-timeout`), and with it what the answer held: before, it kept its connection
+/// (and the answer) for as long as it liked. The connection cap of one per address shows when
+/// the server lets go: until then another request from the address is refused.
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped_after_the_write_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    write_big_chain(&data);
+    let options = ["--max-conns-per-ip", "1", "--write-timeout", "1"];
+    let server = spawn_binary_with(&data, 1, &options)
+        .unwrap_or_else(|(code, log)| panic!("the server did not start ({code}):\n{log}"));
+    let addr = server.addr;
+    // A small receive buffer, so that the kernel does not take the whole answer off the server.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut silent = socket.connect(addr).await.expect("connect");
+    silent.write_all(b"GET /chain HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let mut first = [0u8; 1024];
+    let n = tokio::time::timeout(HANG_GUARD, silent.read(&mut first))
+        .await
+        .expect("the answer starts")
+        .expect("read");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&first[..n]));
+
+    // While it holds its slot, the address gets a 429; once the deadline drops it, an answer.
+    let refused = reqwest::get(format!("http://{addr}/last_block")).await.expect("an answer");
+    assert_eq!(refused.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let answer = reqwest::get(format!("http://{addr}/last_block")).await.expect("an answer");
+        if answer.status().is_success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the silent client was never dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What it gets when it reads at last is the part written before the drop, not the answer.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(HANG_GUARD, silent.read_to_end(&mut rest)).await.expect("closed");
+    let chain_bytes = read_whole_chain(addr).await.to_string().len();
+    assert!(rest.len() < chain_bytes, "got {} of {chain_bytes} bytes", rest.len());
 }
