@@ -13,7 +13,7 @@ use protocol::Difficulty;
 use crate::payout::{DEFAULT_PPLNS_SHARES, MAX_PPLNS_SHARES, Payout};
 use crate::serve::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
-    DEFAULT_TRANSACTION_RATE, DEFAULT_WRITE_TIMEOUT, Limits,
+    DEFAULT_TLS_HANDSHAKE_RATE, DEFAULT_TRANSACTION_RATE, DEFAULT_WRITE_TIMEOUT, Limits,
 };
 use crate::shares::{DEFAULT_MIN_BITS, DEFAULT_SHARE_INTERVAL, DEFAULT_START_BITS, ShareSettings};
 use crate::tls::TlsFiles;
@@ -78,6 +78,10 @@ pub struct Cli {
     /// Transactions per second one address may send (`POST /transactions/new`), likewise.
     #[arg(long, default_value_t = DEFAULT_TRANSACTION_RATE)]
     pub transaction_rate: u32,
+    /// TLS handshakes per second one address may start (IPv6 per /64), on average; twice as
+    /// many at once. More connections are closed before the handshake. Only with --tls-cert.
+    #[arg(long, default_value_t = DEFAULT_TLS_HANDSHAKE_RATE)]
+    pub tls_handshake_rate: u32,
     /// The share rate vardiff steers each opted-in WebSocket connection toward: one share per
     /// this many milliseconds.
     #[arg(long, default_value_t = DEFAULT_SHARE_INTERVAL.as_millis() as u64, value_name = "MS")]
@@ -210,6 +214,9 @@ impl Cli {
         if self.transaction_rate == 0 {
             return Err(ConfigError::Zero("--transaction-rate"));
         }
+        if self.tls_handshake_rate == 0 {
+            return Err(ConfigError::Zero("--tls-handshake-rate"));
+        }
         if !(MIN_SHARE_INTERVAL_MS..=MAX_SHARE_INTERVAL_MS).contains(&self.share_interval_ms) {
             return Err(ConfigError::ShareInterval(self.share_interval_ms));
         }
@@ -248,6 +255,7 @@ impl Cli {
                 write_timeout: Duration::from_secs(self.write_timeout),
                 proof_rate: self.proof_rate,
                 transaction_rate: self.transaction_rate,
+                tls_handshake_rate: self.tls_handshake_rate,
                 shares: ShareSettings {
                     interval: Duration::from_millis(self.share_interval_ms),
                     start_bits: self.share_start_bits,

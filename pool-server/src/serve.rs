@@ -2,8 +2,12 @@
 //! limits need settings that `axum::serve` does not expose:
 //! - a deadline for a request's headers ([`Limits::header_read_timeout`]), so slowloris clients
 //!   that dribble a request a byte at a time are cut off;
-//! - a cap on open connections per client IP address ([`Limits::max_conns_per_ip`]), WebSockets
-//!   included for as long as they stay open; one more gets a JSON 429 and is closed;
+//! - a cap on open connections per client IP address ([`Limits::max_conns_per_ip`]; IPv6 per
+//!   /64, as the rate limits group them), WebSockets included for as long as they stay open; one
+//!   more gets a JSON 429 and is closed;
+//! - with TLS, a rate of handshakes per address ([`Limits::tls_handshake_rate`]): a full
+//!   handshake costs the server far more than the client, so one beyond it is closed at once,
+//!   before any handshake work;
 //! - a cap on open connections in all ([`Limits::max_conns`]); one more gets a JSON 503;
 //! - a write deadline ([`Limits::write_timeout`]): a connection whose client takes none of what
 //!   the server writes for that long (an answer it asked for and never reads) is closed, and
@@ -27,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::rate::{RateLimiter, key_of};
 use crate::shares::ShareSettings;
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -66,6 +71,11 @@ const REFUSAL_HEAD_BYTES: usize = 16 * 1024;
 pub const DEFAULT_PROOF_RATE: u32 = 100;
 /// The default rate of `POST /transactions/new` allowed from one address, per second.
 pub const DEFAULT_TRANSACTION_RATE: u32 = 20;
+/// The default rate of TLS handshakes allowed from one address, per second (twice that at
+/// once: room for a classroom behind one address reconnecting after a restart). A full
+/// handshake costs the server a signature and a key exchange; 673 a second from one address
+/// once cut the honest block rate to 35 %.
+pub const DEFAULT_TLS_HANDSHAKE_RATE: u32 = 20;
 /// How many seconds' worth of a rate may come at once (the token bucket's depth).
 pub const BURST_SECONDS: u32 = 2;
 
@@ -86,6 +96,9 @@ pub struct Limits {
     pub proof_rate: u32,
     /// Transactions per second allowed from one address, likewise.
     pub transaction_rate: u32,
+    /// TLS handshakes per second allowed from one address, likewise (only with TLS); one more
+    /// connection is closed before its handshake.
+    pub tls_handshake_rate: u32,
     /// Share targets of the connections that opt in to shares.
     pub shares: ShareSettings,
 }
@@ -99,12 +112,13 @@ impl Default for Limits {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             proof_rate: DEFAULT_PROOF_RATE,
             transaction_rate: DEFAULT_TRANSACTION_RATE,
+            tls_handshake_rate: DEFAULT_TLS_HANDSHAKE_RATE,
             shares: ShareSettings::default(),
         }
     }
 }
 
-/// Open connections per IP address and in all.
+/// Open connections per IP address (IPv6 per /64: [`key_of`]) and in all.
 #[derive(Debug, Default, Clone)]
 struct Counts(Arc<Mutex<Open>>);
 
@@ -124,9 +138,10 @@ enum Full {
 }
 
 impl Counts {
-    /// Takes a slot for `ip`, unless it already holds `limits.max_conns_per_ip` or the server
-    /// holds `limits.max_conns`.
+    /// Takes a slot for `ip`'s address (its /64 for IPv6), unless that already holds
+    /// `limits.max_conns_per_ip` or the server holds `limits.max_conns`.
     fn take(&self, ip: IpAddr, limits: &Limits) -> Result<Slot, Full> {
+        let ip = key_of(ip);
         let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if open.total >= limits.max_conns {
             return Err(Full::Server(limits.max_conns));
@@ -145,6 +160,7 @@ impl Counts {
 #[derive(Debug)]
 struct Slot {
     counts: Counts,
+    /// The address it is counted for ([`key_of`]).
     ip: IpAddr,
 }
 
@@ -260,6 +276,8 @@ pub async fn serve(
     check_open_file_limit(limits.max_conns);
     let counts = Counts::default();
     let refusals = Arc::new(AtomicUsize::new(0));
+    let rate = limits.tls_handshake_rate;
+    let handshakes = RateLimiter::new(rate, rate.saturating_mul(BURST_SECONDS));
     let mut http = hyper::server::conn::http1::Builder::new();
     // Vectored writes: body chunks are queued by reference (see the module doc), whatever the
     // stream says about its own support for them.
@@ -281,6 +299,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        if tls.is_some() && handshakes.check(peer.ip()).is_err() {
+            // Nothing can be said without a handshake: the connection is closed at once.
+            tracing::debug!(%peer, "refused: too many TLS handshakes from its address");
+            continue;
+        }
         let slot = match counts.take(peer.ip(), &limits) {
             Ok(slot) => slot,
             Err(full) => {
@@ -333,7 +356,10 @@ async fn refuse(mut stream: crate::tls::Stream, ip: IpAddr, full: Full) {
     let (status, message) = match full {
         Full::Address(max) => (
             "429 Too Many Requests",
-            format!("too many connections from {ip}: at most {max} are allowed at once"),
+            format!(
+                "too many connections from {}: at most {max} are allowed at once",
+                shown_address(ip)
+            ),
         ),
         Full::Server(max) => (
             "503 Service Unavailable",
@@ -370,6 +396,14 @@ async fn refuse(mut stream: crate::tls::Stream, ip: IpAddr, full: Full) {
     .await;
 }
 
+/// How an address is named in a refusal: as it is counted (an IPv6 address by its /64).
+fn shown_address(ip: IpAddr) -> String {
+    match key_of(ip) {
+        IpAddr::V6(prefix) => format!("{prefix}/64"),
+        v4 => v4.to_string(),
+    }
+}
+
 /// Raises the soft limit on open files to the hard one (each connection is a file descriptor),
 /// and warns when `max_conns` connections would not fit under it anyway.
 #[cfg(unix)]
@@ -398,3 +432,31 @@ fn check_open_file_limit(max_conns: usize) {
 
 #[cfg(not(unix))]
 fn check_open_file_limit(_max_conns: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn the_connection_cap_counts_ipv6_per_64_as_the_rate_limits_do() {
+        let counts = Counts::default();
+        let limits = Limits { max_conns_per_ip: 2, ..Limits::default() };
+        let a = counts.take(ip("2001:db8:1:2::1"), &limits).expect("a first slot");
+        let _b = counts.take(ip("2001:db8:1:2:ffff::9"), &limits).expect("a second in the /64");
+        // A third address in the same /64 is over the cap; another /64 is not.
+        assert!(matches!(counts.take(ip("2001:db8:1:2::3"), &limits), Err(Full::Address(2))));
+        let _c = counts.take(ip("2001:db8:1:3::1"), &limits).expect("another /64");
+        drop(a);
+        let _d = counts.take(ip("2001:db8:1:2::4"), &limits).expect("a slot came back");
+        // IPv4-mapped IPv6 counts as the IPv4 address.
+        let _e = counts.take(ip("192.0.2.7"), &limits).expect("IPv4");
+        let _f = counts.take(ip("::ffff:192.0.2.7"), &limits).expect("the same, mapped");
+        assert!(counts.take(ip("192.0.2.7"), &limits).is_err());
+        assert_eq!(shown_address(ip("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_eq!(shown_address(ip("::ffff:192.0.2.7")), "192.0.2.7");
+    }
+}
