@@ -13,7 +13,7 @@ use protocol::Difficulty;
 use crate::payout::{DEFAULT_PPLNS_WINDOW, MAX_PPLNS_WINDOW, Payout};
 use crate::serve::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_CONNS_PER_IP, DEFAULT_PROOF_RATE,
-    DEFAULT_TRANSACTION_RATE, Limits,
+    DEFAULT_TLS_HANDSHAKE_RATE, DEFAULT_TRANSACTION_RATE, DEFAULT_WRITE_TIMEOUT, Limits,
 };
 use crate::shares::{DEFAULT_MIN_BITS, DEFAULT_SHARE_INTERVAL, DEFAULT_START_BITS, ShareSettings};
 use crate::tls::TlsFiles;
@@ -67,6 +67,10 @@ pub struct Cli {
     /// Seconds a client has to send a request's headers before it is disconnected.
     #[arg(long, default_value_t = DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
     pub header_timeout: u64,
+    /// Seconds a write may wait for the client to take any of it (an answer it asked for and
+    /// does not read, a WebSocket frame) before the connection is closed.
+    #[arg(long, default_value_t = DEFAULT_WRITE_TIMEOUT.as_secs())]
+    pub write_timeout: u64,
     /// Proofs per second one address may send (HTTP and WebSocket together; IPv6 per /64), on
     /// average; twice as many at once. More get a 429 or an `error` frame.
     #[arg(long, default_value_t = DEFAULT_PROOF_RATE)]
@@ -74,6 +78,10 @@ pub struct Cli {
     /// Transactions per second one address may send (`POST /transactions/new`), likewise.
     #[arg(long, default_value_t = DEFAULT_TRANSACTION_RATE)]
     pub transaction_rate: u32,
+    /// TLS handshakes per second one address may start (IPv6 per /64), on average; twice as
+    /// many at once. More connections are closed before the handshake. Only with --tls-cert.
+    #[arg(long, default_value_t = DEFAULT_TLS_HANDSHAKE_RATE)]
+    pub tls_handshake_rate: u32,
     /// The share rate vardiff steers each opted-in WebSocket connection toward: one share per
     /// this many milliseconds.
     #[arg(long, default_value_t = DEFAULT_SHARE_INTERVAL.as_millis() as u64, value_name = "MS")]
@@ -199,11 +207,17 @@ impl Cli {
         if self.header_timeout == 0 {
             return Err(ConfigError::Zero("--header-timeout"));
         }
+        if self.write_timeout == 0 {
+            return Err(ConfigError::Zero("--write-timeout"));
+        }
         if self.proof_rate == 0 {
             return Err(ConfigError::Zero("--proof-rate"));
         }
         if self.transaction_rate == 0 {
             return Err(ConfigError::Zero("--transaction-rate"));
+        }
+        if self.tls_handshake_rate == 0 {
+            return Err(ConfigError::Zero("--tls-handshake-rate"));
         }
         if !(MIN_SHARE_INTERVAL_MS..=MAX_SHARE_INTERVAL_MS).contains(&self.share_interval_ms) {
             return Err(ConfigError::ShareInterval(self.share_interval_ms));
@@ -240,8 +254,10 @@ impl Cli {
                 max_conns_per_ip: self.max_conns_per_ip,
                 max_conns: self.max_conns,
                 header_read_timeout: Duration::from_secs(self.header_timeout),
+                write_timeout: Duration::from_secs(self.write_timeout),
                 proof_rate: self.proof_rate,
                 transaction_rate: self.transaction_rate,
+                tls_handshake_rate: self.tls_handshake_rate,
                 shares: ShareSettings {
                     interval: Duration::from_millis(self.share_interval_ms),
                     start_bits: self.share_start_bits,

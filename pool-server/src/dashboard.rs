@@ -6,16 +6,21 @@
 //! routes; they are for scripts and Prometheus.
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use protocol::MinerId;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
+use crate::http::Page;
 use crate::metrics;
 use crate::state::AppState;
+
+/// The most balances one page of `GET /balances?from=&limit=` holds (and its default size).
+pub const MAX_BALANCES_PAGE: u64 = 1_000;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
@@ -42,9 +47,44 @@ pub async fn js() -> Response {
     asset("text/javascript; charset=utf-8", DASHBOARD_JS)
 }
 
-/// `GET /balances`: `{"balances": [{"id", "coins"}, ...]}`, highest first, ties by id.
-pub async fn balances(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "balances": &*state.balances() }))
+/// `GET /balances`: `{"length", "from", "next", "balances": [{"id", "coins"}, ...]}`, highest
+/// first, ties by id: every id, or with `from` (a place in that order, from 1) and/or `limit`
+/// (1 to [`MAX_BALANCES_PAGE`], default [`MAX_BALANCES_PAGE`]) the page of places
+/// `from..from+limit`. `length` is the number of ids; `next` the `from` of the next page, `null`
+/// at the end.
+///
+/// Both read a snapshot of the ranking taken without the ledger lock, which costs a pointer per
+/// few hundred ids (see [`crate::ranking`]). The whole list is streamed from the ranking's JSON,
+/// serialised once per changed part and shared by every reader, so a reader that stops reading
+/// holds references to it (and hyper's few queued chunks), never a copy; the server's write
+/// deadline drops it.
+///
+/// # Errors
+/// A 400 when `from` or `limit` is not a number in range.
+pub async fn balances(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AppError> {
+    let page =
+        Page::parse(query.as_deref(), MAX_BALANCES_PAGE, "a place in the ranking; the first is")
+            .map_err(AppError::BadRequest)?;
+    let standings = state.balances();
+    let length = standings.len() as u64;
+    let Some(Page { from, limit }) = page else {
+        let head = format!(r#"{{"length":{length},"from":1,"next":null,"balances":["#);
+        let chunks = std::iter::once(Bytes::from(head))
+            .chain(standings.json())
+            .chain(std::iter::once(Bytes::from_static(b"]}")))
+            .map(Ok::<_, std::convert::Infallible>);
+        let body = Body::from_stream(futures_util::stream::iter(chunks));
+        return Ok(([(CONTENT_TYPE, "application/json")], body).into_response());
+    };
+    let to = from.saturating_add(limit);
+    let start = usize::try_from(from - 1).unwrap_or(usize::MAX);
+    let balances = standings.page(start, limit as usize);
+    let next = (to <= length).then_some(to);
+    Ok(Json(json!({ "length": length, "from": from, "next": next, "balances": balances }))
+        .into_response())
 }
 
 /// `GET /balance/{id}`: `{"id", "coins"}`; 0 coins for an id the chain never mentions. The id

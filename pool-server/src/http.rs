@@ -73,12 +73,13 @@ pub async fn chain(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
-    let page = ChainPage::parse(query.as_deref()).map_err(AppError::BadRequest)?;
+    let page = Page::parse(query.as_deref(), MAX_CHAIN_PAGE, "a block index; the genesis block is")
+        .map_err(AppError::BadRequest)?;
     let snapshot = state.chain_json();
     let length = snapshot.len();
     let (from, to) = match page {
         None => (1, length + 1),
-        Some(ChainPage { from, limit }) => (from, from.saturating_add(limit)),
+        Some(Page { from, limit }) => (from, from.saturating_add(limit)),
     };
     let next = if to <= length { to.to_string() } else { "null".to_owned() };
     let head = format!(r#"{{"length":{length},"from":{from},"next":{next},"chain":["#);
@@ -99,17 +100,24 @@ pub async fn chain(
         .into_response())
 }
 
-/// The `from` and `limit` of a paged `GET /chain`.
+/// The `from` and `limit` of a paged `GET /chain` or `GET /balances`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ChainPage {
-    from: u64,
-    limit: u64,
+pub(crate) struct Page {
+    /// The first item asked for, from 1.
+    pub(crate) from: u64,
+    /// How many at most: 1 to the route's maximum.
+    pub(crate) limit: u64,
 }
 
-impl ChainPage {
+impl Page {
     /// Reads `from` and `limit` from a query string; `None` when neither is there (the whole
-    /// chain). Other parameters are ignored.
-    fn parse(query: Option<&str>) -> Result<Option<ChainPage>, String> {
+    /// list). `limit` is 1 to `max` (default `max`); `first` says what `from` counts, for the
+    /// message when it is 0 ("… 1"). Other parameters are ignored.
+    pub(crate) fn parse(
+        query: Option<&str>,
+        max: u64,
+        first: &str,
+    ) -> Result<Option<Page>, String> {
         let (mut from, mut limit) = (None, None);
         for pair in query.unwrap_or("").split('&') {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -136,13 +144,13 @@ impl ChainPage {
         }
         let from = from.unwrap_or(1);
         if from == 0 {
-            return Err("\"from\" is a block index; the genesis block is 1".to_owned());
+            return Err(format!("\"from\" is {first} 1"));
         }
-        let limit = limit.unwrap_or(MAX_CHAIN_PAGE);
-        if !(1..=MAX_CHAIN_PAGE).contains(&limit) {
-            return Err(format!("\"limit\" must be between 1 and {MAX_CHAIN_PAGE}, got {limit}"));
+        let limit = limit.unwrap_or(max);
+        if !(1..=max).contains(&limit) {
+            return Err(format!("\"limit\" must be between 1 and {max}, got {limit}"));
         }
-        Ok(Some(ChainPage { from, limit }))
+        Ok(Some(Page { from, limit }))
     }
 }
 
@@ -217,13 +225,14 @@ mod tests {
 
     #[test]
     fn chain_page_parameters() {
-        let page = |from, limit| Ok(Some(ChainPage { from, limit }));
-        assert_eq!(ChainPage::parse(None), Ok(None));
-        assert_eq!(ChainPage::parse(Some("")), Ok(None));
-        assert_eq!(ChainPage::parse(Some("x=1&y")), Ok(None));
-        assert_eq!(ChainPage::parse(Some("from=5")), page(5, MAX_CHAIN_PAGE));
-        assert_eq!(ChainPage::parse(Some("limit=7")), page(1, 7));
-        assert_eq!(ChainPage::parse(Some("limit=1000&from=3&x")), page(3, 1000));
+        let parse = |query| Page::parse(query, MAX_CHAIN_PAGE, "an index from");
+        let page = |from, limit| Ok(Some(Page { from, limit }));
+        assert_eq!(parse(None), Ok(None));
+        assert_eq!(parse(Some("")), Ok(None));
+        assert_eq!(parse(Some("x=1&y")), Ok(None));
+        assert_eq!(parse(Some("from=5")), page(5, MAX_CHAIN_PAGE));
+        assert_eq!(parse(Some("limit=7")), page(1, 7));
+        assert_eq!(parse(Some("limit=1000&from=3&x")), page(3, 1000));
         for bad in [
             "from=0",
             "from=-1",
@@ -237,7 +246,7 @@ mod tests {
             "from=99999999999999999999",
             "limit=%31",
         ] {
-            assert!(ChainPage::parse(Some(bad)).is_err(), "{bad}");
+            assert!(parse(Some(bad)).is_err(), "{bad}");
         }
     }
 }

@@ -22,6 +22,7 @@
 //!   `envelope`: request-size limits and a JSON body for every error.
 //! - `dashboard`: the live page at `/` and what it reads: `/balances`, `/balance/{id}`,
 //!   `/metrics`; `scoreboard`: balances, recent blocks and block rate, kept per block;
+//!   `ranking`: the balances in leaderboard order, updated per changed id, and its snapshots;
 //!   `metrics`: the Prometheus counters.
 
 pub mod balances;
@@ -37,6 +38,7 @@ pub mod lockfile;
 pub mod metrics;
 pub mod payout;
 pub mod pg;
+pub mod ranking;
 pub mod rate;
 pub mod scoreboard;
 pub mod serve;

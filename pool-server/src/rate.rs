@@ -131,8 +131,10 @@ impl TokenBucket {
     }
 }
 
-/// The address a bucket is kept for: IPv4 as is (and IPv4-mapped IPv6 as IPv4), IPv6 by /64.
-fn key_of(ip: IpAddr) -> IpAddr {
+/// The address a limit is kept for: IPv4 as is (and IPv4-mapped IPv6 as IPv4), IPv6 by /64
+/// (the /64's first address), which one host usually holds whole. The rate limits and the
+/// per-address connection cap (`serve`) group addresses alike.
+pub fn key_of(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

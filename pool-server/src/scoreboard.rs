@@ -7,13 +7,19 @@
 //! count only once a block holds them. The course's server never checks that a sender can pay,
 //! so a balance can be negative.
 //!
+//! A block costs the same whatever the number of ids: only the ids it names move in the
+//! [`Ranking`], and nothing is re-sorted.
+//!
 //! Pure data, no I/O and no locking: [`AppState`](crate::AppState) keeps it behind a mutex.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use protocol::block::REWARD_SENDER;
 use protocol::message::{STATS_BALANCES, STATS_RECENT_BLOCKS};
-use protocol::{Balance, Block, BlockSummary, Difficulty, ServerMessage, Worker};
+use protocol::{Block, BlockSummary, Difficulty, ServerMessage, Worker};
+
+use crate::ranking::{Ranking, Standings, wire_coins};
 
 /// The window the block rate is measured over, in seconds: "blocks / minute" is the last minute.
 pub const RATE_WINDOW_SECS: f64 = 60.0;
@@ -25,9 +31,9 @@ pub const MIN_RATE_WINDOW_SECS: f64 = 10.0;
 #[derive(Debug)]
 pub struct Scoreboard {
     /// Exact coins per id (`i128`: sums of any transfers cannot overflow).
-    coins: HashMap<String, i128>,
-    /// The leaderboard, ranked once per block so that requests only clone an `Arc`.
-    ranked: Arc<[Balance]>,
+    coins: HashMap<Arc<str>, i128>,
+    /// The same coins in leaderboard order, moved one changed id at a time.
+    ranked: Ranking,
     /// Summaries of the newest blocks, newest first.
     recent: VecDeque<BlockSummary>,
     /// Timestamps of the blocks forged within the rate window, oldest first.
@@ -43,27 +49,38 @@ impl Scoreboard {
     pub fn from_chain(blocks: &[Block], started: f64) -> Self {
         let mut board = Scoreboard {
             coins: HashMap::new(),
-            ranked: Arc::from(Vec::new()),
+            ranked: Ranking::default(),
             recent: VecDeque::with_capacity(STATS_RECENT_BLOCKS + 1),
             forged_at: VecDeque::new(),
             chain_length: 0,
             started,
         };
         for block in blocks {
+            for (id, delta) in changes(block) {
+                *board.coins.entry(Arc::from(id)).or_default() += delta;
+            }
             board.apply(block);
         }
-        board.rank();
+        // Sorted once here; from now on only the ids a block names move.
+        board.ranked = Ranking::new(board.coins.iter().map(|(id, c)| (id.clone(), *c)));
         board
     }
 
-    /// Adds a newly forged block.
+    /// Adds a newly forged block: its time does not grow with the number of ids.
     pub fn record(&mut self, block: &Block) {
+        for (id, delta) in changes(block) {
+            let (id, old) = match self.coins.get_key_value(id) {
+                Some((id, coins)) => (id.clone(), Some(*coins)),
+                None => (Arc::from(id), None),
+            };
+            let new = old.unwrap_or(0) + delta;
+            self.ranked.update(&id, old, new);
+            self.coins.insert(id, new);
+        }
         self.apply(block);
-        self.rank();
     }
 
     fn apply(&mut self, block: &Block) {
-        crate::balances::apply_block(&mut self.coins, block);
         // The new block records its predecessor's hash: no hashing needed.
         if let Some(prev) = self.recent.front_mut()
             && prev.index + 1 == block.index
@@ -79,19 +96,11 @@ impl Scoreboard {
         self.chain_length += 1;
     }
 
-    fn rank(&mut self) {
-        let mut ranked: Vec<Balance> = self
-            .coins
-            .iter()
-            .map(|(id, coins)| Balance { id: id.clone(), coins: wire_coins(*coins) })
-            .collect();
-        ranked.sort_unstable_by(|a, b| b.coins.cmp(&a.coins).then_with(|| a.id.cmp(&b.id)));
-        self.ranked = ranked.into();
-    }
-
-    /// Returns every id that appears in a forged block with its coins, highest first, ties by id.
-    pub fn balances(&self) -> Arc<[Balance]> {
-        self.ranked.clone()
+    /// Returns every id that appears in a forged block with its coins, highest first, ties by
+    /// id, as they are now: a snapshot that later blocks do not change, costing a pointer per
+    /// few hundred ids.
+    pub fn balances(&mut self) -> Standings {
+        self.ranked.snapshot()
     }
 
     /// Returns the coins of `id`; 0 for an id the chain has never mentioned.
@@ -134,24 +143,31 @@ impl Scoreboard {
             miners: clients,
             blocks_per_minute,
             hashrate: blocks_per_minute * difficulty.expected_attempts() / 60.0,
-            balances: self.ranked.iter().take(STATS_BALANCES).cloned().collect(),
+            balances: self.ranked.top(STATS_BALANCES),
             recent: self.recent.iter().cloned().collect(),
             workers,
         }
     }
 }
 
-/// Returns coins as the wire's `i64`. Transfers keep balances within ±`MAX_COINS` (2^53 − 1),
-/// so this is exact; only a chain stored before that rule can hold more, shown as the nearest
-/// `i64`.
-fn wire_coins(coins: i128) -> i64 {
-    i64::try_from(coins).unwrap_or(if coins < 0 { i64::MIN } else { i64::MAX })
+/// Returns each id a block's transactions name with the net change of its coins (rewards,
+/// sender `"0"`, only credit; transfers debit the sender and credit the recipient), each id once.
+fn changes(block: &Block) -> Vec<(&str, i128)> {
+    let mut net: HashMap<&str, i128> = HashMap::with_capacity(block.transactions.len() + 1);
+    for t in &block.transactions {
+        let amount = i128::from(t.amount);
+        if t.sender != REWARD_SENDER {
+            *net.entry(t.sender.as_str()).or_default() -= amount;
+        }
+        *net.entry(t.recipient.as_str()).or_default() += amount;
+    }
+    net.into_iter().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::Transaction;
+    use protocol::{Balance, Transaction};
 
     fn block(index: u64, timestamp: f64, transactions: Vec<Transaction>) -> Block {
         Block { index, timestamp, transactions, proof: index, previous_hash: "h".into() }
@@ -161,8 +177,8 @@ mod tests {
         Transaction { sender: from.into(), recipient: to.into(), amount }
     }
 
-    fn ranked(board: &Scoreboard) -> Vec<(String, i64)> {
-        board.balances().iter().map(|b| (b.id.clone(), b.coins)).collect()
+    fn ranked(board: &mut Scoreboard) -> Vec<(String, i64)> {
+        board.balances().page(0, usize::MAX).into_iter().map(|b| (b.id, b.coins)).collect()
     }
 
     #[test]
@@ -175,7 +191,7 @@ mod tests {
         ];
         let mut board = Scoreboard::from_chain(&chain, 10.0);
         assert_eq!(
-            ranked(&board),
+            ranked(&mut board),
             [("carol".into(), 3), ("alice".into(), 2), ("bob".into(), -2)].to_vec()
         );
         board.record(&block(5, 11.0, vec![Transaction::reward("bob"), Transaction::reward("bob")]));
@@ -183,7 +199,7 @@ mod tests {
         assert_eq!(board.coins("nobody"), 0);
         assert_eq!(board.chain_length(), 5);
         board.record(&block(6, 12.0, vec![Transaction::reward("dave")]));
-        let order: Vec<String> = ranked(&board).into_iter().map(|(id, _)| id).collect();
+        let order: Vec<String> = ranked(&mut board).into_iter().map(|(id, _)| id).collect();
         assert_eq!(order, ["carol", "alice", "dave", "bob"]);
     }
 
@@ -218,13 +234,14 @@ mod tests {
         let chain = [Block::genesis(0.0), block(2, 1.0, payouts)];
         let mut board = Scoreboard::from_chain(&chain, 0.0);
         assert_eq!(board.balances().len(), STATS_BALANCES + 51);
+        let all = board.balances().page(0, usize::MAX);
         let ServerMessage::Stats { balances, .. } =
             board.stats(Difficulty::DEFAULT, 0, 2.0, Vec::new())
         else {
             panic!("stats() returns a Stats message");
         };
         assert_eq!(balances.len(), STATS_BALANCES);
-        assert_eq!(balances[..], board.balances()[..STATS_BALANCES]);
+        assert_eq!(balances[..], all[..STATS_BALANCES]);
         assert_eq!(balances[0].id, "149");
     }
 

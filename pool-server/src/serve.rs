@@ -2,13 +2,21 @@
 //! limits need settings that `axum::serve` does not expose:
 //! - a deadline for a request's headers ([`Limits::header_read_timeout`]), so slowloris clients
 //!   that dribble a request a byte at a time are cut off;
-//! - a cap on open connections per client IP address ([`Limits::max_conns_per_ip`]), WebSockets
-//!   included for as long as they stay open; one more gets a JSON 429 and is closed;
-//! - a cap on open connections in all ([`Limits::max_conns`]); one more gets a JSON 503.
+//! - a cap on open connections per client IP address ([`Limits::max_conns_per_ip`]; IPv6 per
+//!   /64, as the rate limits group them), WebSockets included for as long as they stay open; one
+//!   more gets a JSON 429 and is closed;
+//! - with TLS, a rate of handshakes per address ([`Limits::tls_handshake_rate`]): a full
+//!   handshake costs the server far more than the client, so one beyond it is closed at once,
+//!   before any handshake work;
+//! - a cap on open connections in all ([`Limits::max_conns`]); one more gets a JSON 503;
+//! - a write deadline ([`Limits::write_timeout`]): a connection whose client takes none of what
+//!   the server writes for that long (an answer it asked for and never reads) is closed, and
+//!   what its answer held is freed.
 //!
-//! Responses are written with vectored writes, so a streamed body's chunks (`GET /chain`) are
-//! queued by reference, never copied into a buffer of their own: a client that does not read
-//! holds at most hyper's bounded queue of references.
+//! Responses are written with vectored writes, so a streamed body's chunks (`GET /chain`,
+//! `GET /balances`) are queued by reference, never copied into a buffer of their own: a client
+//! that does not read holds at most hyper's bounded queue of references until the write
+//! deadline drops it.
 //!
 //! Shutdown: once `shutdown` completes the listener is dropped and every HTTP connection is
 //! asked to finish its request in flight and close; WebSocket connections close through the
@@ -23,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::rate::{RateLimiter, key_of};
 use crate::shares::ShareSettings;
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -50,6 +59,9 @@ pub const RESERVED_FDS: u64 = 64;
 pub const MAX_REFUSALS: usize = 1_024;
 /// The default time a client has to send a request's headers.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time a write may wait for the client to take something (the write deadline); the
+/// same as a WebSocket send's, so both kinds of client that stop reading go alike.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a refused connection is given to send its request and read the 429.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of a refused connection's request head is read before answering anyway.
@@ -59,6 +71,11 @@ const REFUSAL_HEAD_BYTES: usize = 16 * 1024;
 pub const DEFAULT_PROOF_RATE: u32 = 100;
 /// The default rate of `POST /transactions/new` allowed from one address, per second.
 pub const DEFAULT_TRANSACTION_RATE: u32 = 20;
+/// The default rate of TLS handshakes allowed from one address, per second (twice that at
+/// once: room for a classroom behind one address reconnecting after a restart). A full
+/// handshake costs the server a signature and a key exchange; 673 a second from one address
+/// once cut the honest block rate to 35 %.
+pub const DEFAULT_TLS_HANDSHAKE_RATE: u32 = 20;
 /// How many seconds' worth of a rate may come at once (the token bucket's depth).
 pub const BURST_SECONDS: u32 = 2;
 
@@ -71,11 +88,17 @@ pub struct Limits {
     pub max_conns: usize,
     /// Time allowed to send a request's headers; then the connection is closed.
     pub header_read_timeout: Duration,
+    /// Time a write may wait for the client to take any of it (HTTP answers and WebSocket
+    /// frames alike); then the connection is closed.
+    pub write_timeout: Duration,
     /// Proofs per second allowed from one address (IPv6: one /64), on average; up to
     /// [`BURST_SECONDS`] times as many at once.
     pub proof_rate: u32,
     /// Transactions per second allowed from one address, likewise.
     pub transaction_rate: u32,
+    /// TLS handshakes per second allowed from one address, likewise (only with TLS); one more
+    /// connection is closed before its handshake.
+    pub tls_handshake_rate: u32,
     /// Share targets of the connections that opt in to shares.
     pub shares: ShareSettings,
 }
@@ -86,14 +109,16 @@ impl Default for Limits {
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
             max_conns: DEFAULT_MAX_CONNS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             proof_rate: DEFAULT_PROOF_RATE,
             transaction_rate: DEFAULT_TRANSACTION_RATE,
+            tls_handshake_rate: DEFAULT_TLS_HANDSHAKE_RATE,
             shares: ShareSettings::default(),
         }
     }
 }
 
-/// Open connections per IP address and in all.
+/// Open connections per IP address (IPv6 per /64: [`key_of`]) and in all.
 #[derive(Debug, Default, Clone)]
 struct Counts(Arc<Mutex<Open>>);
 
@@ -113,9 +138,10 @@ enum Full {
 }
 
 impl Counts {
-    /// Takes a slot for `ip`, unless it already holds `limits.max_conns_per_ip` or the server
-    /// holds `limits.max_conns`.
+    /// Takes a slot for `ip`'s address (its /64 for IPv6), unless that already holds
+    /// `limits.max_conns_per_ip` or the server holds `limits.max_conns`.
     fn take(&self, ip: IpAddr, limits: &Limits) -> Result<Slot, Full> {
+        let ip = key_of(ip);
         let mut open = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if open.total >= limits.max_conns {
             return Err(Full::Server(limits.max_conns));
@@ -134,6 +160,7 @@ impl Counts {
 #[derive(Debug)]
 struct Slot {
     counts: Counts,
+    /// The address it is counted for ([`key_of`]).
     ip: IpAddr,
 }
 
@@ -151,11 +178,44 @@ impl Drop for Slot {
 }
 
 /// A TCP stream that holds its [`Slot`]: after a WebSocket upgrade hyper hands the stream over,
-/// so the slot lives exactly as long as the socket.
+/// so the slot lives exactly as long as the socket. Its writes keep the write deadline: once a
+/// write has waited `write_timeout` for the client to take anything, it fails, and whoever
+/// writes (hyper, or a WebSocket task) drops the connection.
 #[derive(Debug)]
 struct CountedStream {
     inner: crate::tls::Stream,
     _slot: Slot,
+    write_timeout: Duration,
+    /// Set while writes are blocked: when the deadline passes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CountedStream {
+    fn new(inner: crate::tls::Stream, slot: Slot, write_timeout: Duration) -> Self {
+        CountedStream { inner, _slot: slot, write_timeout, stalled: None }
+    }
+
+    /// Keeps the write deadline over a write's (or flush's) `poll`.
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.stalled = None;
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client took nothing written to it for {}s", timeout.as_secs_f64()),
+        )))
+    }
 }
 
 impl AsyncRead for CountedStream {
@@ -174,11 +234,13 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.deadline(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.deadline(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -190,7 +252,8 @@ impl AsyncWrite for CountedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.deadline(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -213,6 +276,8 @@ pub async fn serve(
     check_open_file_limit(limits.max_conns);
     let counts = Counts::default();
     let refusals = Arc::new(AtomicUsize::new(0));
+    let rate = limits.tls_handshake_rate;
+    let handshakes = RateLimiter::new(rate, rate.saturating_mul(BURST_SECONDS));
     let mut http = hyper::server::conn::http1::Builder::new();
     // Vectored writes: body chunks are queued by reference (see the module doc), whatever the
     // stream says about its own support for them.
@@ -234,6 +299,11 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        if tls.is_some() && handshakes.check(peer.ip()).is_err() {
+            // Nothing can be said without a handshake: the connection is closed at once.
+            tracing::debug!(%peer, "refused: too many TLS handshakes from its address");
+            continue;
+        }
         let slot = match counts.take(peer.ip(), &limits) {
             Ok(slot) => slot,
             Err(full) => {
@@ -263,7 +333,7 @@ pub async fn serve(
         tasks.spawn(async move {
             // The TLS handshake (if any) runs here, not in the accept loop.
             let Some(stream) = crate::tls::accept(tls, stream).await else { return };
-            let io = TokioIo::new(CountedStream { inner: stream, _slot: slot });
+            let io = TokioIo::new(CountedStream::new(stream, slot, limits.write_timeout));
             let conn = http.serve_connection(io, TowerToHyperService::new(service)).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -286,7 +356,10 @@ async fn refuse(mut stream: crate::tls::Stream, ip: IpAddr, full: Full) {
     let (status, message) = match full {
         Full::Address(max) => (
             "429 Too Many Requests",
-            format!("too many connections from {ip}: at most {max} are allowed at once"),
+            format!(
+                "too many connections from {}: at most {max} are allowed at once",
+                shown_address(ip)
+            ),
         ),
         Full::Server(max) => (
             "503 Service Unavailable",
@@ -323,6 +396,14 @@ async fn refuse(mut stream: crate::tls::Stream, ip: IpAddr, full: Full) {
     .await;
 }
 
+/// How an address is named in a refusal: as it is counted (an IPv6 address by its /64).
+fn shown_address(ip: IpAddr) -> String {
+    match key_of(ip) {
+        IpAddr::V6(prefix) => format!("{prefix}/64"),
+        v4 => v4.to_string(),
+    }
+}
+
 /// Raises the soft limit on open files to the hard one (each connection is a file descriptor),
 /// and warns when `max_conns` connections would not fit under it anyway.
 #[cfg(unix)]
@@ -351,3 +432,31 @@ fn check_open_file_limit(max_conns: usize) {
 
 #[cfg(not(unix))]
 fn check_open_file_limit(_max_conns: usize) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn the_connection_cap_counts_ipv6_per_64_as_the_rate_limits_do() {
+        let counts = Counts::default();
+        let limits = Limits { max_conns_per_ip: 2, ..Limits::default() };
+        let a = counts.take(ip("2001:db8:1:2::1"), &limits).expect("a first slot");
+        let _b = counts.take(ip("2001:db8:1:2:ffff::9"), &limits).expect("a second in the /64");
+        // A third address in the same /64 is over the cap; another /64 is not.
+        assert!(matches!(counts.take(ip("2001:db8:1:2::3"), &limits), Err(Full::Address(2))));
+        let _c = counts.take(ip("2001:db8:1:3::1"), &limits).expect("another /64");
+        drop(a);
+        let _d = counts.take(ip("2001:db8:1:2::4"), &limits).expect("a slot came back");
+        // IPv4-mapped IPv6 counts as the IPv4 address.
+        let _e = counts.take(ip("192.0.2.7"), &limits).expect("IPv4");
+        let _f = counts.take(ip("::ffff:192.0.2.7"), &limits).expect("the same, mapped");
+        assert!(counts.take(ip("192.0.2.7"), &limits).is_err());
+        assert_eq!(shown_address(ip("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_eq!(shown_address(ip("::ffff:192.0.2.7")), "192.0.2.7");
+    }
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use protocol::message::STATS_WORKERS;
 use protocol::share::ShareReject;
-use protocol::{Balance, Block, Difficulty, ProofSubmission, ServerMessage, Transaction, Worker};
+use protocol::{Block, Difficulty, ProofSubmission, ServerMessage, Transaction, Worker};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +25,7 @@ use crate::chain_json::{ChainJson, Snapshot};
 use crate::error::AppError;
 use crate::ledger::{self, Ledger, Outcome, Refusal};
 use crate::metrics::{Gauges, Metrics};
+use crate::ranking::Standings;
 use crate::rate::RateLimiter;
 use crate::scoreboard::Scoreboard;
 use crate::serve::{BURST_SECONDS, Limits};
@@ -248,8 +249,9 @@ impl AppState {
         self.inner.scoreboard.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Returns every id's coins, highest first, ties by id.
-    pub fn balances(&self) -> Arc<[Balance]> {
+    /// Returns every id's coins, highest first, ties by id: a snapshot, cheap to take and to
+    /// hold (see [`Standings`]).
+    pub fn balances(&self) -> Standings {
         self.scoreboard().balances()
     }
 

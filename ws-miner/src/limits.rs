@@ -12,6 +12,18 @@ use std::time::Duration;
 /// miner then reconnects with back-off as after any other error.
 pub const MAX_WS_MESSAGE_BYTES: usize = 4 << 20;
 
+/// The most bytes the miner queues for a pool over a WebSocket (proofs, shares, pings and pongs
+/// to the pool's pings): 64 KiB, far more than the few frames in flight it ever needs.
+///
+/// A pool that pings and never reads once made the miner queue a pong per ping without end
+/// (13 → 106 MiB in 55 s). Past this bound further pongs are folded into one and a frame of the
+/// miner's own cannot be queued, which ends the connection; see also [`WRITE_STALL`].
+pub const MAX_WS_QUEUED_BYTES: usize = 64 * 1024;
+
+/// How long a pool may take none of what the miner writes over a WebSocket before the miner
+/// drops the connection (and reconnects with back-off): the same 10 s a single send may take.
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+
 /// The largest HTTP body the miner reads in the course HTTP mode (`GET /last_block`,
 /// `POST /mine`, `GET /chain`, `GET /balance/{id}`): 4 MiB.
 ///

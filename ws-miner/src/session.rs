@@ -34,6 +34,7 @@ use crate::output::{Event, Reporter};
 use crate::untrusted::preview;
 use crate::websocket::{
     CONNECT_TIMEOUT, ConnectError, KEEPALIVE, READ_TIMEOUT, Ws, connect, describe_ws_error, send,
+    stalled,
 };
 
 /// A connection attempt under way (kept across calls, so that waiting on it is cancel-safe).
@@ -280,6 +281,10 @@ impl Transport for Session {
                 }
             };
             self.last_read = Instant::now();
+            if let Some(reason) = stalled(ws) {
+                self.conn = None;
+                return Incoming::Lost(reason);
+            }
             if let Some(incoming) = self.read(frame) {
                 return incoming;
             }

@@ -105,6 +105,9 @@ async fn session(
             }
         };
         last_read = Instant::now();
+        if let Some(reason) = crate::websocket::stalled(&ws) {
+            return Ok(reason);
+        }
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(Some(f)))) if !f.reason.is_empty() => {

@@ -8,7 +8,9 @@
 //! - four WebSockets that send `stats` requests and never read: before, each answer carried the
 //!   20 newest blocks whole, and each connection held up to 17 of them;
 //! - sixty `GET /chain` readers that read the first bytes and stop: before, each request built
-//!   its own copy of the whole chain's JSON and held it until sent.
+//!   its own copy of the whole chain's JSON and held it until sent;
+//! - sixty `GET /balances` readers likewise (issue 20), and a reader that never reads is dropped
+//!   once the write deadline passes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +22,7 @@ use futures_util::SinkExt;
 use pool_server::serve::Limits;
 use pool_server::store::Store;
 use protocol::{Block, Difficulty, Transaction};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Binary, HANG_GUARD, Server, Ws, spawn_binary_with};
@@ -286,4 +289,131 @@ async fn connections_over_the_global_cap_get_a_json_503() {
         assert!(Instant::now() < deadline, "the slot never came back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A client that asks for a big answer and never reads it is dropped once the write deadline
+/// passes (`--write-timeout`), and with it what the answer held: before, it kept its connection
+/// (and the answer) for as long as it liked. The connection cap of one per address shows when
+/// the server lets go: until then another request from the address is refused.
+#[tokio::test]
+async fn a_client_that_never_reads_is_dropped_after_the_write_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    write_big_chain(&data);
+    let options = ["--max-conns-per-ip", "1", "--write-timeout", "1"];
+    let server = spawn_binary_with(&data, 1, &options)
+        .unwrap_or_else(|(code, log)| panic!("the server did not start ({code}):\n{log}"));
+    let addr = server.addr;
+    // A small receive buffer, so that the kernel does not take the whole answer off the server.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut silent = socket.connect(addr).await.expect("connect");
+    silent.write_all(b"GET /chain HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let mut first = [0u8; 1024];
+    let n = tokio::time::timeout(HANG_GUARD, silent.read(&mut first))
+        .await
+        .expect("the answer starts")
+        .expect("read");
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&first[..n]));
+
+    // While it holds its slot, the address gets a 429; once the deadline drops it, an answer.
+    let refused = reqwest::get(format!("http://{addr}/last_block")).await.expect("an answer");
+    assert_eq!(refused.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let deadline = Instant::now() + HANG_GUARD;
+    loop {
+        let answer = reqwest::get(format!("http://{addr}/last_block")).await.expect("an answer");
+        if answer.status().is_success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the silent client was never dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What it gets when it reads at last is the part written before the drop, not the answer.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(HANG_GUARD, silent.read_to_end(&mut rest)).await.expect("closed");
+    let chain_bytes = read_whole_chain(addr).await.to_string().len();
+    assert!(rest.len() < chain_bytes, "got {} of {chain_bytes} bytes", rest.len());
+}
+
+/// Sixty clients that ask for the whole `GET /balances` of a chain that paid 20,000 ids (128
+/// characters each: about 3 MB of JSON) and read only its first bytes, with small receive
+/// buffers so that the kernel does not take the answers off the server. Before, each request
+/// built the whole body for itself and held it while the client did not read (+197 MiB here
+/// with such a handler); now every reader streams the same snapshot and its shared JSON.
+#[tokio::test]
+async fn slow_balances_readers_do_not_grow_the_server() {
+    const IDS: usize = 20_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    {
+        let difficulty = Difficulty::new(1).expect("in range");
+        let mut store = Store::open(&data).expect("open the store");
+        let mut last = store.load_blocks().expect("read").pop().expect("genesis").block;
+        for first in (0..IDS).step_by(1_000) {
+            let string = last.block_string();
+            let proof = (0..).find(|p| difficulty.is_valid_proof(&string, *p)).expect("a proof");
+            let mut transactions: Vec<Transaction> = (first..first + 1_000)
+                .map(|i| Transaction {
+                    sender: "bank".into(),
+                    recipient: format!("{i:0>128}"),
+                    amount: (i % 100 + 1) as u64,
+                })
+                .collect();
+            transactions.push(Transaction::reward("writer"));
+            let block = Block {
+                index: last.index + 1,
+                timestamp: last.timestamp + 1.0,
+                transactions,
+                proof,
+                previous_hash: last.hash().to_hex(),
+            };
+            store.append_block(&block, Some(difficulty)).expect("store a block");
+            last = block;
+        }
+    }
+    let server = spawn(&data);
+    let (pid, addr) = (server.child.id(), server.addr);
+    // Warm up: the whole list read once, as any client does.
+    let whole = |addr| async move {
+        let body: serde_json::Value = reqwest::get(format!("http://{addr}/balances"))
+            .await
+            .expect("GET /balances")
+            .json()
+            .await
+            .expect("json");
+        // The ids paid, the bank and the writer.
+        assert_eq!(body["length"], IDS + 2);
+        body
+    };
+    let first = whole(addr).await;
+    let body_bytes = first.to_string().len();
+    assert!(body_bytes > 2_500_000, "the list is {body_bytes} bytes");
+    let baseline = rss_kib(pid);
+
+    // Small receive buffers, so that the kernel does not take the answers off the server.
+    let mut readers = Vec::new();
+    for _ in 0..60 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let mut stream = socket.connect(addr).await.expect("connect");
+        stream.write_all(b"GET /balances HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+        let mut head = [0u8; 1024];
+        let n = tokio::time::timeout(HANG_GUARD, stream.read(&mut head))
+            .await
+            .expect("the answer starts")
+            .expect("read");
+        assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+        readers.push(stream);
+    }
+    let peak = peak_rss_kib(pid).await;
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "balances attack ({body_bytes} bytes): RSS {baseline} KiB before, peak {peak} KiB (+{growth} KiB)"
+    );
+    assert!(
+        growth < RSS_GROWTH_BOUND_KIB,
+        "60 slow /balances readers grew the server by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB})"
+    );
+    assert_eq!(whole(addr).await, first);
+    drop(readers);
 }

@@ -38,7 +38,8 @@ async fn serves_the_embedded_page_uncached() {
 async fn balances_count_rewards_and_transfers_highest_first() {
     let server = Server::start(2).await;
     let (status, body) = get_json(&server, "/balances").await;
-    assert_eq!((status, body), (StatusCode::OK, json!({ "balances": [] })));
+    let empty = json!({ "length": 0, "from": 1, "next": null, "balances": [] });
+    assert_eq!((status, body), (StatusCode::OK, empty));
 
     server.forge("alice\n").await;
     server.forge("bob").await;
@@ -58,7 +59,7 @@ async fn balances_count_rewards_and_transfers_highest_first() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        json!({ "balances": [
+        json!({ "length": 4, "from": 1, "next": null, "balances": [
             { "id": "carol", "coins": 3 },
             { "id": "bob", "coins": 2 },
             { "id": "José 🚀", "coins": 1 },

@@ -1,11 +1,15 @@
 //! The server's limits, each at its boundary: connections per IP address (WebSockets included,
 //! a JSON 429 beyond), the deadline for request headers (slowloris), the body cap (413), the
-//! id length cap (HTTP 400 and WebSocket `error`) and the text frame cap.
+//! id length cap (HTTP 400 and WebSocket `error`), the text frame cap and the rate of TLS
+//! handshakes per address.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pool_server::serve::Limits;
+use pool_server::tls::TlsFiles;
 use protocol::message::MAX_ID_CHARS;
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -134,4 +138,54 @@ async fn bodies_ids_and_frames_are_capped() {
     assert!(error["message"].as_str().expect("message").contains("at most 65536"), "{error}");
     ws.send_text(r#"{"type": "last_block"}"#).await;
     assert_eq!(ws.recv().await["type"], "block");
+}
+
+/// Full TLS handshakes cost the server far more than the client, so each address may start
+/// `--tls-handshake-rate` of them a second (twice that at once); beyond it a connection is
+/// closed before its handshake, and other addresses are unaffected. Before, there was no bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_are_rate_limited_per_address() {
+    const RATE: u32 = 1;
+    const BURST: u32 = 2 * RATE;
+    const TRIES: u32 = 12;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write the key");
+    let limits = Limits { tls_handshake_rate: RATE, ..Limits::default() };
+    let server = Server::start_tls(2, limits, TlsFiles { cert, key }).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("a root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let handshake = async |from| {
+        let tcp = tcp_from(from, server.addr).await;
+        let name = ServerName::try_from("localhost").expect("a name");
+        let done = tokio::time::timeout(HANG_GUARD, connector.connect(name, tcp)).await;
+        done.expect("the handshake ends one way or the other").is_ok()
+    };
+    let start = Instant::now();
+    let mut done = 0;
+    for _ in 0..TRIES {
+        if handshake(loopback(1)).await {
+            done += 1;
+        }
+    }
+    // The burst, plus what refilled while they ran (and one for rounding).
+    let refilled = (start.elapsed().as_secs_f64() * f64::from(RATE)).ceil() as u32;
+    assert!(
+        (BURST..=BURST + refilled + 1).contains(&done) && done < TRIES,
+        "{done} of {TRIES} handshakes from one address went through in {:?}",
+        start.elapsed()
+    );
+    assert!(handshake(loopback(2)).await, "another address is unaffected");
 }

@@ -67,6 +67,21 @@ impl Server {
         database: Option<&str>,
         payout: pool_server::payout::Payout,
     ) -> Server {
+        Server::start_full(zeros, limits, database, payout, None).await
+    }
+
+    /// Starts a server serving HTTPS and WSS with `tls` (SQLite, solo payouts).
+    pub async fn start_tls(zeros: u64, limits: Limits, tls: pool_server::tls::TlsFiles) -> Server {
+        Server::start_full(zeros, limits, None, pool_server::payout::Payout::Solo, Some(tls)).await
+    }
+
+    async fn start_full(
+        zeros: u64,
+        limits: Limits,
+        database: Option<&str>,
+        payout: pool_server::payout::Payout,
+        tls: Option<pool_server::tls::TlsFiles>,
+    ) -> Server {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let difficulty = Difficulty::new(zeros).expect("difficulty in range");
@@ -79,7 +94,7 @@ impl Server {
             database: database.map(|url| pool_server::config::DatabaseUrl(url.to_owned())),
             payout,
             limits,
-            tls: None,
+            tls,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(pool_server::run(listener, config, async move {

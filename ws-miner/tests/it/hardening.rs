@@ -6,6 +6,7 @@
 use crate::support::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -279,4 +280,75 @@ async fn ctrl_c_with_no_answer_coming_waits_only_the_grace() {
     assert_eq!(outcome, Outcome::Interrupted);
     assert_eq!(summary(&events).blocks_won, 0);
     drop(ws);
+}
+
+/// The miner's resident set, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
+
+/// A pool that pings as fast as it can and never reads: the miner answers every ping with a
+/// pong, which the pool never takes. Before, the miner queued every pong (13 → 106 MiB in 55 s);
+/// now what it queues is bounded and the connection is dropped once the pool has taken nothing
+/// for `WRITE_STALL`, then the miner reconnects. Its resident set is watched meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_pings_and_never_reads_is_dropped_and_the_miner_stays_small() {
+    /// How much the miner's resident set may grow meanwhile (it grew by over 100 MiB before).
+    const GROWTH_BOUND_KIB: u64 = 16 * 1024;
+    // A small receive buffer, so that the kernel soon stops taking the miner's pongs.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.bind("127.0.0.1:0".parse().expect("an address")).expect("bind");
+    let listener = socket.listen(16).expect("listen");
+    let addr = listener.local_addr().expect("bound address");
+    let server = WsServer { listener, addr };
+    let url = format!("ws://{addr}/ws");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = std::process::Command::new(BIN)
+        .args(["--id", "alice", "--threads", "1", "--no-balance", "--no-shares", &url])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ws-miner");
+    let pid = child.id();
+    let mut first = server.accept().await;
+    let baseline = rss_kib(pid);
+    // Unmasked ping frames with the longest payload a control frame may carry (125 bytes),
+    // written on the raw socket in batches; nothing is ever read.
+    let mut ping = vec![0x89, 125];
+    ping.extend_from_slice(&[b'p'; 125]);
+    let batch = ping.repeat(500);
+    let flood = tokio::spawn(async move {
+        let tcp = first.get_mut();
+        while tcp.write_all(&batch).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut peak = baseline;
+    let again = within("the miner to drop the flooding pool and connect again", async {
+        loop {
+            tokio::select! {
+                ws = server.accept() => return ws,
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    peak = peak.max(rss_kib(pid));
+                    assert!(
+                        peak - baseline < GROWTH_BOUND_KIB,
+                        "the miner grew from {baseline} KiB to {peak} KiB against the flood"
+                    );
+                }
+            }
+        }
+    })
+    .await;
+    eprintln!("ws-miner against a ping flood: RSS {baseline} KiB at start, peak {peak} KiB");
+    flood.abort();
+    drop(again);
+    let _ = child.kill();
+    let _ = child.wait();
 }
