@@ -1,5 +1,5 @@
 //! The binary: configuration errors (exit 2), the id file, `--once` exit codes, `--json`, and
-//! Ctrl-C (summary, exit 130).
+//! Ctrl-C and SIGTERM (summary, exit 130).
 
 use crate::support::*;
 use std::io::{BufRead, BufReader};
@@ -346,6 +346,60 @@ async fn ctrl_c_stops_the_workers_prints_the_summary_and_exits_130() {
     for line in &lines {
         println!("{line}");
     }
+}
+
+/// Sends `kill -SIGNAL PID`.
+fn kill(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Returns the `summary: ` lines among `lines`.
+fn summary_lines(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|l| l.starts_with("summary: ")).collect()
+}
+
+#[tokio::test]
+async fn sigterm_prints_the_summary_as_ctrl_c_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--id", "c", "--threads", "2", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "sigterm"), NEVER)).await;
+    bin.line_containing("mining at difficulty 16").await;
+    kill("TERM", bin.pid);
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let summary = summary_lines(&lines);
+    assert_eq!(summary.len(), 2, "{lines:#?}");
+    assert!(summary[0].contains("0 blocks won"), "{summary:?}");
+}
+
+#[tokio::test]
+async fn two_sigints_at_once_still_print_the_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--id", "c", "--threads", "2", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "two signals"), EASY)).await;
+    // A proof left unanswered: after the first signal the miner waits for its answer (up to
+    // 2 s), so a second signal surely comes while the summary is not printed yet.
+    recv_proof(&mut ws).await;
+    bin.line_containing("found proof").await;
+    // `timeout -s INT` signals the miner, then its whole process group: two signals at once.
+    // 20 ms apart, the first has surely been seen (closer ones may be merged into one).
+    kill("INT", bin.pid);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    kill("INT", bin.pid);
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(130), "{lines:#?}");
+    assert_eq!(summary_lines(&lines).len(), 2, "{lines:#?}");
+    drop(ws);
 }
 
 #[tokio::test]
