@@ -5,6 +5,9 @@
 //! every other command (`cargo metadata`, which says where the target directory is) to the real
 //! cargo. The release programs it would have built are stand-ins in the temporary target
 //! directory: scripts that note that they ran, then run this test build's own binaries.
+//!
+//! And `scripts/test`'s closing line (`scripts/test-summary`): a test that skips shows its
+//! `SKIPPED` line, although cargo captures the output of passing tests, and is counted.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -119,4 +122,40 @@ async fn scripts_demo_runs_the_programs_in_cargo_target_dir() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(server_ran && miner_ran, "{stdout}\n{stderr}");
     assert!(stdout.contains("leaderboard after"), "{stdout}\n{stderr}");
+}
+
+/// Skips (when `SKIP_NOTICE_DEMO` is set) as a test does when a tool is missing; otherwise does
+/// nothing. Run by [`a_skip_shows_in_the_test_output_and_is_counted`] as a child process.
+#[test]
+fn skip_notice_demo() {
+    if std::env::var_os("SKIP_NOTICE_DEMO").is_some() {
+        test_support::skip("REQUIRE_SKIP_NOTICE_DEMO", "skip notice demo: nothing is missing");
+    }
+}
+
+#[test]
+fn a_skip_shows_in_the_test_output_and_is_counted() {
+    // This test binary, run as cargo runs it (output captured), on the one test that skips.
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = Command::new(exe)
+        .args(["--exact", "scripts::skip_notice_demo", "--test-threads", "1"])
+        .env("SKIP_NOTICE_DEMO", "1")
+        .env_remove("REQUIRE_SKIP_NOTICE_DEMO")
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // scripts/test adds up stdout and stderr together.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log");
+    std::fs::write(&log, format!("{stdout}\n{stderr}")).expect("write the log");
+    let summary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-summary");
+    let said = Command::new(summary).arg(&log).output().expect("run scripts/test-summary");
+    let said = String::from_utf8_lossy(&said.stdout);
+    assert!(
+        said.contains("SKIPPED skip notice demo: nothing is missing"),
+        "{said}\n{stdout}\n{stderr}"
+    );
+    assert!(said.ends_with("tests: 1 passed (1 of them skipped), 0 failed\n"), "{said}");
 }
