@@ -17,6 +17,8 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.POOL_URL;
+/** A second fresh server, paying PPLNS (`--payout pplns`), for the coins' display. */
+const PPLNS_BASE = process.env.POOL_PPLNS_URL;
 const SCREENSHOT = process.env.DASHBOARD_SCREENSHOT;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 /** Generous: the CI machine is shared; nothing here should take more than a fraction of this. */
@@ -51,24 +53,24 @@ function pyJson(value, key = null) {
   return '{' + Object.keys(value).sort().map((k) => pyJson(k) + ': ' + pyJson(value[k], k)).join(', ') + '}';
 }
 
-async function getJson(path, init) {
-  const res = await fetch(BASE + path, init);
+async function getJson(path, init, base = BASE) {
+  const res = await fetch(base + path, init);
   const body = await res.json();
   return { status: res.status, body };
 }
 
 /** Mines the current block through the HTTP API as `id`; returns the new block. */
-async function mineBlock(id) {
-  const { body } = await getJson('/last_block');
+async function mineBlock(id, base = BASE) {
+  const { body } = await getJson('/last_block', undefined, base);
   const blockString = pyJson(body.last_block);
   const zeros = '0'.repeat(body.difficulty);
   let proof = 0;
   while (!createHash('sha256').update(blockString + proof).digest('hex').startsWith(zeros)) proof++;
-  const res = await getJson('/mine', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ proof, id }),
-  });
+  const res = await getJson(
+    '/mine',
+    { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ proof, id }) },
+    base,
+  );
   assert.equal(res.body.message, 'New Block Forged', `POST /mine answered ${JSON.stringify(res.body)}`);
   return res.body.block;
 }
@@ -243,4 +245,26 @@ test('the dashboard shows the chain live, escapes ids, and reconnects', { timeou
 
   assert.deepEqual(pageErrors, []);
   if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT });
+});
+
+test('under PPLNS coins show their fraction and blocks are found, not won', { timeout: 120000, skip: !PPLNS_BASE }, async (t) => {
+  // Over HTTP the finder's proof is its only share: it gets the whole 1,000,000 units, twice.
+  await mineBlock('pat', PPLNS_BASE);
+  await mineBlock('pat', PPLNS_BASE);
+  const { body } = await getJson('/balance/pat', undefined, PPLNS_BASE);
+  assert.equal(body.coins, 2000000, 'the API keeps exact units');
+  const browser = await launch();
+  t.after(browser.close);
+  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  const pageErrors = [];
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  await page.goto(PPLNS_BASE + '/');
+  await page.locator('#status.live').waitFor({ timeout: WAIT_MS });
+  const row = page.locator('#leaderboard li', { hasText: 'pat' });
+  await row.locator('.coins', { hasText: '2.000000' }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await page.locator('#since-note').textContent(), 'found by pat');
+  await page.locator('.block-row[data-index="3"]').click();
+  await page.locator('#detail-txs td', { hasText: '1.000000' }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await page.locator('#detail-winner-label').textContent(), 'Found by');
+  assert.deepEqual(pageErrors, []);
 });

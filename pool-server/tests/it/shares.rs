@@ -459,3 +459,9 @@ async fn shares_are_limited_per_connection_not_from_the_address_allowance() {
     ws.send_text(r#"{"type":"last_block"}"#).await;
     assert_eq!(ws.recv().await["type"], "block");
 }
+
+#[test]
+fn clients_read_pplns_units_as_the_server_mints_them() {
+    // ws-miner and the dashboard tell a PPLNS pool by a block's rewards adding up to this.
+    assert_eq!(protocol::reward::UNITS_PER_BLOCK, pool_server::payout::PPLNS_REWARD);
+}

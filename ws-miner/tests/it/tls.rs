@@ -143,7 +143,7 @@ async fn the_binary_takes_ca_and_refuses_a_missing_file() {
     .expect("runner");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("won block #2"), "{stdout}");
+    assert!(stdout.contains("block #2: won with proof "), "{stdout}");
     let missing = vec!["--id".into(), "tess".into(), "--ca".into(), "/nonexistent/ca.pem".into()];
     let out = tokio::task::spawn_blocking(move || run(missing)).await.expect("runner");
     let stderr = String::from_utf8_lossy(&out.stderr);
