@@ -7,7 +7,8 @@
 //! directory: scripts that note that they ran, then run this test build's own binaries.
 //!
 //! And `scripts/test`'s closing line (`scripts/test-summary`): a test that skips shows its
-//! `SKIPPED` line, although cargo captures the output of passing tests, and is counted.
+//! `SKIPPED` line, although cargo captures the output of passing tests, and is counted; and
+//! `scripts/unified`: one build serves both binaries.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -158,4 +159,25 @@ fn a_skip_shows_in_the_test_output_and_is_counted() {
         "{said}\n{stdout}\n{stderr}"
     );
     assert!(said.ends_with("tests: 1 passed (1 of them skipped), 0 failed\n"), "{said}");
+}
+
+#[test]
+fn one_build_serves_pool_server_and_ws_miner() {
+    // Every crate both binaries depend on has the same features under `-p pool-server` as
+    // under `-p ws-miner` (scripts/unified asks `cargo tree`), so the README's two commands
+    // and the scripts' builds compile each dependency once.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/unified");
+    let mut command = Command::new(script);
+    if let Ok(cargo) = std::env::var("CARGO") {
+        // The cargo that runs this test, wherever it is installed.
+        let dir = Path::new(&cargo).parent().map(Path::to_path_buf).unwrap_or_default();
+        let search = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![dir];
+        paths.extend(std::env::split_paths(&search));
+        command.env("PATH", std::env::join_paths(paths).expect("a PATH"));
+    }
+    let output = command.output().expect("run scripts/unified");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "built twice, with these features:\n{stdout}{stderr}");
 }
