@@ -40,7 +40,12 @@
     /** Whether the connection was lost (as opposed to not yet made). */
     down: false,
     openIndex: null,
+    /** Whether the pool pays PPLNS, as a pushed block's rewards showed: amounts are then units. */
+    pplns: false,
   };
+
+  /** Units a PPLNS block mints, shown as one coin (protocol::reward::UNITS_PER_BLOCK). */
+  const UNITS_PER_COIN = 1000000n;
 
   // ---------- parsing ----------
 
@@ -129,6 +134,41 @@
       if (txs[i] && String(txs[i].sender) === '0') return String(txs[i].recipient);
     }
     return null;
+  }
+
+  /** Whether a whole block paid PPLNS: the rewards that end it add up to a million units or
+   *  more (a solo pool's block mints one coin). */
+  function paysPplns(block) {
+    const txs = Array.isArray(block.transactions) ? block.transactions : [];
+    let total = 0n;
+    for (let i = txs.length - 1; i >= 0 && txs[i] && String(txs[i].sender) === '0'; i--) {
+      try {
+        total += BigInt(String(txs[i].amount));
+      } catch {
+        return false;
+      }
+    }
+    return total >= UNITS_PER_COIN;
+  }
+
+  /** An amount or a balance as the pool counts coins: under PPLNS, units as coins with their
+   *  six decimals (223554847 → 223.554847); otherwise as it is. The API keeps the integers. */
+  function formatCoins(value) {
+    if (!state.pplns) return String(value);
+    let units;
+    try {
+      units = BigInt(String(value));
+    } catch {
+      return String(value);
+    }
+    const sign = units < 0n ? '-' : '';
+    if (units < 0n) units = -units;
+    return sign + String(units / UNITS_PER_COIN) + '.' + String(units % UNITS_PER_COIN).padStart(6, '0');
+  }
+
+  /** "found by" under PPLNS (everyone with shares is paid), else "won by". */
+  function byWord() {
+    return state.pplns ? 'found by ' : 'won by ';
   }
 
   /** A whole block (from a block message) as the server summarises blocks in stats. */
@@ -243,7 +283,7 @@
     const note = $('since-note');
     note.replaceChildren();
     if (who === null) note.textContent = Number(block.index) === 1 ? 'genesis block' : 'no reward';
-    else note.append('won by ', el('b', '', who));
+    else note.append(byWord(), el('b', '', who));
     if (state.difficulty !== null) {
       $('difficulty').textContent = String(state.difficulty);
       const [n, unit] = formatRate(16 ** state.difficulty);
@@ -270,7 +310,7 @@
           num(String(w.stale)),
           num(String(w.invalid)),
           num(formatAge(now - Number(w.last_share)) + ' ago'),
-          num(String(w.coins)),
+          num(formatCoins(w.coins)),
         );
         return tr;
       }),
@@ -301,7 +341,7 @@
         const fill = el('span');
         fill.style.width = (top > 0 ? Math.max(0, (coins / top) * 100) : 0) + '%';
         bar.append(fill);
-        li.append(el('span', 'rank', String(i + 1)), el('span', 'id', id), el('span', 'coins', String(b.coins)), bar);
+        li.append(el('span', 'rank', String(i + 1)), el('span', 'id', id), el('span', 'coins', formatCoins(b.coins)), bar);
         const before = state.coins.get(id);
         if (before !== undefined && before !== coins) flash(li, 'bump');
         return li;
@@ -353,6 +393,7 @@
     $('detail-title').textContent = 'Block #' + block.index;
     const who = winnerOf(block);
     $('detail-winner').textContent = who === null ? '—' : who;
+    $('detail-winner-label').textContent = state.pplns ? 'Found by' : 'Won by';
     $('detail-time').textContent = formatTime(block.timestamp) + '  (' + pyFloat(Number(block.timestamp)) + ')';
     $('detail-proof').textContent = String(block.proof);
     $('detail-prev').textContent = String(block.previous_hash);
@@ -398,7 +439,7 @@
       const tr = el('tr');
       const sender = el('td', '', String(tx.sender));
       if (String(tx.sender) === '0') sender.append(el('span', 'tag', 'reward'));
-      tr.append(sender, el('td', '', String(tx.recipient)), el('td', 'num', String(tx.amount)));
+      tr.append(sender, el('td', '', String(tx.recipient)), el('td', 'num', formatCoins(tx.amount)));
       return tr;
     });
     if (rows.length === 0) {
@@ -450,6 +491,7 @@
       const live = !state.greeting;
       state.greeting = false;
       if (msg.difficulty !== undefined) state.difficulty = Number(msg.difficulty);
+      if (paysPplns(msg.block)) state.pplns = true;
       const newest = addBlock(summarize(msg.block));
       if (live && newest) state.skew = Date.now() / 1000 - Number(msg.block.timestamp);
       renderBlocks(live && newest ? Number(msg.block.index) : null);

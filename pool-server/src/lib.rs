@@ -175,7 +175,7 @@ pub async fn run(
         %difficulty,
         last_block = last,
         %storage,
-        "listening on {addr}: {http}://{addr}/ (GET /last_block, POST /mine, GET /chain) and {ws}://{addr}/ws"
+        "listening on {addr}: {http}://{addr}/ (GET /last_block, POST /mine, GET /chain) and {ws}://{addr}/ws; payout: {payout}"
     );
     let shutdown = async move {
         shutdown.await;

@@ -10,6 +10,8 @@
 //! - [`id`]: [`MinerId`], the rules for ids and transaction parties (printable, bounded).
 //! - [`pow`]: [`Difficulty`] (leading hex zeroes) and the proof check.
 //! - [`share`]: shares, judged in leading zero bits (the opt-in messages live in [`message`]).
+//! - [`reward`]: what a block paid, read off its reward transactions: how the pool pays (solo,
+//!   or PPLNS in units shown as coins with six decimals).
 //! - [`message`]: the WebSocket messages ([`ServerMessage`], [`ClientMessage`]) and their parsing
 //!   of untrusted input.
 
@@ -18,6 +20,7 @@ pub mod canonical;
 pub mod id;
 pub mod message;
 pub mod pow;
+pub mod reward;
 pub mod share;
 
 pub use block::{Block, BlockHash, Transaction};
@@ -28,3 +31,4 @@ pub use message::{
     ServerMessage, Worker,
 };
 pub use pow::{Difficulty, DifficultyError, ProofChecker, proof_digest};
+pub use reward::{Rewards, Scheme};

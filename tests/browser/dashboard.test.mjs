@@ -5,7 +5,8 @@
 //
 // The server must be fresh (genesis only) and at a low difficulty (2-4): the test mines through the
 // course's HTTP API (GET /last_block, POST /mine) with node's crypto. pool-server's integration test
-// `browser` starts such a server and runs this file.
+// `browser` starts such a server and runs this file. With DASHBOARD_SCREENSHOT=out.png it also saves
+// out-1280x720.png, out-1920x1080.png and out-1024x768.png, the sizes whose layout it checks.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +17,8 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.POOL_URL;
+/** A second fresh server, paying PPLNS (`--payout pplns`), for the coins' display. */
+const PPLNS_BASE = process.env.POOL_PPLNS_URL;
 const SCREENSHOT = process.env.DASHBOARD_SCREENSHOT;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 /** Generous: the CI machine is shared; nothing here should take more than a fraction of this. */
@@ -50,24 +53,24 @@ function pyJson(value, key = null) {
   return '{' + Object.keys(value).sort().map((k) => pyJson(k) + ': ' + pyJson(value[k], k)).join(', ') + '}';
 }
 
-async function getJson(path, init) {
-  const res = await fetch(BASE + path, init);
+async function getJson(path, init, base = BASE) {
+  const res = await fetch(base + path, init);
   const body = await res.json();
   return { status: res.status, body };
 }
 
 /** Mines the current block through the HTTP API as `id`; returns the new block. */
-async function mineBlock(id) {
-  const { body } = await getJson('/last_block');
+async function mineBlock(id, base = BASE) {
+  const { body } = await getJson('/last_block', undefined, base);
   const blockString = pyJson(body.last_block);
   const zeros = '0'.repeat(body.difficulty);
   let proof = 0;
   while (!createHash('sha256').update(blockString + proof).digest('hex').startsWith(zeros)) proof++;
-  const res = await getJson('/mine', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ proof, id }),
-  });
+  const res = await getJson(
+    '/mine',
+    { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ proof, id }) },
+    base,
+  );
   assert.equal(res.body.message, 'New Block Forged', `POST /mine answered ${JSON.stringify(res.body)}`);
   return res.body.block;
 }
@@ -203,6 +206,65 @@ test('the dashboard shows the chain live, escapes ids, and reconnects', { timeou
   assert.equal(await page.evaluate(() => window.__samePage), true, 'still no reload');
 
   assert.equal(await page.evaluate(() => window.__xss), undefined, 'no id ran as markup');
+
+  // Laid out for a projector, with a classroom's chain: the 20 latest blocks listed. At each
+  // size the workers table starts above the fold, nothing sticks out sideways, and the six
+  // cards fill their rows evenly (no card left alone on a row).
+  while ((await getJson('/last_block')).body.last_block.index < 22) await mineBlock(UNICODE_ID);
+  await page.locator('#height', { hasText: '#22' }).waitFor({ timeout: WAIT_MS });
+  await page.locator('.block-row[data-index="2"]').waitFor({ state: 'detached', timeout: WAIT_MS });
+  for (const [width, height] of [[1280, 720], [1920, 1080], [1024, 768]]) {
+    await page.setViewportSize({ width, height });
+    const layout = await page.evaluate(() => {
+      const box = (el) => el.getBoundingClientRect();
+      return {
+        scrollWidth: document.documentElement.scrollWidth,
+        workers: box(document.querySelector('#workers tr')),
+        workersHead: box(document.querySelector('.panel.workers')),
+        board: box(document.querySelector('.panel.board')),
+        workersOverflow: (() => {
+          const panel = document.querySelector('.panel.workers');
+          return panel.scrollWidth - panel.clientWidth;
+        })(),
+        cards: [...document.querySelectorAll('.cards .card')].map((c) => ({ top: box(c).top, right: box(c).right })),
+      };
+    });
+    const at = `at ${width}×${height}`;
+    assert.ok(layout.scrollWidth <= width, `${at}: the page is ${layout.scrollWidth} px wide`);
+    assert.ok(layout.workersHead.top < height, `${at}: the workers panel starts at ${layout.workersHead.top} px`);
+    assert.ok(layout.workers.bottom <= height, `${at}: the first worker's row ends at ${layout.workers.bottom} px`);
+    assert.ok(layout.board.top < height, `${at}: the leaderboard starts at ${layout.board.top} px`);
+    assert.ok(layout.workersOverflow <= 0, `${at}: the workers table is ${layout.workersOverflow} px too wide`);
+    const rows = new Map();
+    for (const card of layout.cards) rows.set(Math.round(card.top), (rows.get(Math.round(card.top)) ?? 0) + 1);
+    const counts = [...rows.values()];
+    assert.ok(counts.every((n) => n === counts[0]), `${at}: cards per row ${JSON.stringify(counts)}`);
+    assert.ok(layout.cards.every((c) => c.right <= width), `${at}: a card sticks out`);
+    if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '') + `-${width}x${height}.png` });
+  }
+
   assert.deepEqual(pageErrors, []);
   if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT });
+});
+
+test('under PPLNS coins show their fraction and blocks are found, not won', { timeout: 120000, skip: !PPLNS_BASE }, async (t) => {
+  // Over HTTP the finder's proof is its only share: it gets the whole 1,000,000 units, twice.
+  await mineBlock('pat', PPLNS_BASE);
+  await mineBlock('pat', PPLNS_BASE);
+  const { body } = await getJson('/balance/pat', undefined, PPLNS_BASE);
+  assert.equal(body.coins, 2000000, 'the API keeps exact units');
+  const browser = await launch();
+  t.after(browser.close);
+  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+  const pageErrors = [];
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  await page.goto(PPLNS_BASE + '/');
+  await page.locator('#status.live').waitFor({ timeout: WAIT_MS });
+  const row = page.locator('#leaderboard li', { hasText: 'pat' });
+  await row.locator('.coins', { hasText: '2.000000' }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await page.locator('#since-note').textContent(), 'found by pat');
+  await page.locator('.block-row[data-index="3"]').click();
+  await page.locator('#detail-txs td', { hasText: '1.000000' }).waitFor({ timeout: WAIT_MS });
+  assert.equal(await page.locator('#detail-winner-label').textContent(), 'Found by');
+  assert.deepEqual(pageErrors, []);
 });

@@ -57,6 +57,11 @@ pub struct Cli {
     #[arg(long)]
     pub json: bool,
 
+    /// Print every step of every search (start, proof found, aborted) with its timings, and
+    /// the balance after each win; without it, about one line per block.
+    #[arg(long, short = 'v', conflicts_with_all = ["json", "quiet"])]
+    pub verbose: bool,
+
     /// Mine one block, then exit: 0 if this miner won it, 1 if not.
     #[arg(long)]
     pub once: bool,
@@ -312,6 +317,8 @@ impl Cli {
             Format::Quiet
         } else if self.json {
             Format::Json
+        } else if self.verbose {
+            Format::Verbose
         } else {
             Format::Plain
         };

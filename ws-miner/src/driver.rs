@@ -48,6 +48,9 @@ pub(crate) struct Ctx {
     pub workers: Option<WorkersProbe>,
     /// The share counts the last `shares` line showed.
     pub shares_shown: (u64, u64, u64, u64),
+    /// The index of the newest block the server sent (`None` before the first): each newer one
+    /// is reported once ([`Event::NewBlock`]).
+    pub seen_block: Option<u64>,
 }
 
 /// A transport's part in the failover across several pools (see `pools`): it leaves its pool
@@ -128,14 +131,40 @@ impl Ctx {
             Some(current) if **current == *work => return None,
             Some(_) => {
                 self.miner.abort(work.index, arrival).await;
+                self.new_block(&work);
                 if let Some(outcome) = self.once_after_abort() {
                     return Some(outcome);
                 }
             }
-            None => {}
+            None => self.new_block(&work),
         }
         self.start(work);
         None
+    }
+
+    /// Reports `work`'s block once, if it is newer than every block seen before and was forged
+    /// during this run (the block current when the miner joined was not): who found it and,
+    /// under PPLNS, what it paid this id, which the run's earnings add up.
+    fn new_block(&mut self, work: &Work) {
+        let Some(index) = work.index else { return };
+        let first = match self.seen_block {
+            Some(seen) if index <= seen => return,
+            seen => seen.is_none(),
+        };
+        self.seen_block = Some(index);
+        let Some(rewards) = work.rewards.as_ref().filter(|_| !first) else { return };
+        let pplns = rewards.scheme() == protocol::Scheme::Pplns;
+        let paid = rewards.to(&self.config.id);
+        let earned = if pplns { self.miner.earned(paid) } else { 0 };
+        self.reporter.emit(Event::NewBlock {
+            block: Some(index),
+            finder: rewards.finder().to_owned(),
+            ours: rewards.finder() == self.config.id,
+            payout: if pplns { "pplns" } else { "solo" },
+            paid,
+            paid_ids: rewards.paid.len(),
+            earned,
+        });
     }
 
     /// Settles a proof found earlier whose block is no longer current, now that `block` is the

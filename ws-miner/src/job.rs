@@ -172,6 +172,8 @@ pub struct Work {
     pub dialect: Dialect,
     /// What the search runs.
     pub job: Job,
+    /// What the block paid (its reward transactions); `None` for genesis or a block without.
+    pub rewards: Option<protocol::Rewards>,
 }
 
 impl Work {
@@ -179,7 +181,8 @@ impl Work {
     pub fn new(block: &Value, difficulty: Difficulty, dialect: Dialect) -> Self {
         let block_string = to_python_json(block);
         let job = Job { prefix: dialect.prefix(&block_string), difficulty };
-        Work { index: block_index(block), block_string, dialect, job }
+        let rewards = protocol::Rewards::of(block);
+        Work { index: block_index(block), block_string, dialect, job, rewards }
     }
 
     /// Returns the difficulty a proof needs.

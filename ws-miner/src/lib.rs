@@ -116,6 +116,7 @@ pub async fn run(
         failover: None,
         workers,
         shares_shown: (0, 0, 0, 0),
+        seen_block: None,
     };
     let outcome = if ctx.config.failover.is_empty() {
         // One server: its transport retries it as long as it fails; it never leaves.

@@ -103,16 +103,67 @@ fn watch(args: WatchArgs) -> ExitCode {
     }
 }
 
-/// Resolves on the first Ctrl-C, after arming the second one to exit at once.
+/// How long after the first stop signal another one is taken as the same request: `timeout -s
+/// INT` signals both the miner and its process group, and a terminal may too, so two signals can
+/// arrive at once; a person pressing Ctrl-C again takes longer than this.
+const SECOND_SIGNAL_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM (systemd, docker, `scripts/cluster`), after
+/// arming the next one to exit at once (unless it comes within [`SECOND_SIGNAL_AFTER`]).
 async fn interrupted() {
-    if tokio::signal::ctrl_c().await.is_err() {
+    let Some(mut signals) = StopSignals::new() else {
         // No signal handling on this platform: never interrupted.
-        std::future::pending::<()>().await;
-    }
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("ws-miner: interrupted twice, exiting now");
-            std::process::exit(Exit::Interrupted as i32);
+        return std::future::pending::<()>().await;
+    };
+    signals.next().await;
+    let first = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        loop {
+            signals.next().await;
+            if first.elapsed() >= SECOND_SIGNAL_AFTER {
+                eprintln!("ws-miner: interrupted twice, exiting now");
+                std::process::exit(Exit::Interrupted as i32);
+            }
         }
     });
+}
+
+/// The signals that stop the miner: SIGINT and, on Unix, SIGTERM; listened for from the start,
+/// so that none that arrives while the miner starts up is lost.
+struct StopSignals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Returns the listeners, or `None` where signals cannot be listened for.
+    fn new() -> Option<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Some(StopSignals {
+                int: signal(SignalKind::interrupt()).ok()?,
+                term: signal(SignalKind::terminate()).ok()?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Some(StopSignals {})
+        }
+    }
+
+    /// Waits for the next stop signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

@@ -332,6 +332,13 @@ impl Miner {
         self.totals.coins
     }
 
+    /// Counts what a new block paid this id under PPLNS (`units`); returns the run's total.
+    pub(crate) fn earned(&mut self, units: u64) -> u64 {
+        self.totals.pplns = true;
+        self.totals.earned = self.totals.earned.saturating_add(units);
+        self.totals.earned
+    }
+
     /// Counts a rejected proof.
     pub(crate) fn rejected(&mut self, stale: bool) {
         if stale {
@@ -366,6 +373,11 @@ impl Miner {
             Some(bits) => format!(" | shares: {} at {bits} bits", self.totals.shares_accepted),
             None => String::new(),
         };
-        self.reporter.status(format!("{what} | coins: {}{shares}", self.totals.coins));
+        let coins = if self.totals.pplns {
+            protocol::Scheme::Pplns.coins(i128::from(self.totals.earned))
+        } else {
+            self.totals.coins.to_string()
+        };
+        self.reporter.status(format!("{what} | coins: {coins}{shares}"));
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::untrusted::sanitize;
+use protocol::Scheme;
 
 /// Something that happened, worth telling the user.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -117,6 +118,25 @@ pub enum Event {
         message: String,
         /// Coins won in this run so far.
         coins: u64,
+    },
+    /// A block forged during this run arrived (each block once, whoever found it): who found
+    /// it and what it paid this id.
+    NewBlock {
+        /// Its number (its `index`).
+        block: Option<u64>,
+        /// The id its last reward names: whoever found it.
+        finder: String,
+        /// Whether that is this miner's id.
+        ours: bool,
+        /// How it paid, as its rewards show: `"solo"` (one coin to the finder) or `"pplns"`
+        /// (units split over the pool's shares).
+        payout: &'static str,
+        /// What it paid this id (coins under solo, units under PPLNS).
+        paid: u64,
+        /// How many rewards it carries (ids paid).
+        paid_ids: usize,
+        /// Under PPLNS: the units this run has earned so far, this block included.
+        earned: u64,
     },
     /// The id's balance on the server, fetched after a win (`GET /balance/{id}`).
     Balance {
@@ -239,10 +259,16 @@ pub enum Event {
 /// The totals printed when the run ends.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
-    /// Blocks this miner won.
+    /// Blocks this miner won (found, under PPLNS).
     pub blocks_won: u64,
-    /// Coins earned in this run (one per block won).
+    /// Coins earned in this run (one per block won; a solo pool's rule).
     pub coins: u64,
+    /// Whether the pool pays PPLNS (its blocks' rewards say so): amounts are then units, and
+    /// [`Summary::earned`] is what this run earned.
+    pub pplns: bool,
+    /// Under PPLNS: the units the blocks forged during this run paid this id (whoever found
+    /// them), shown as coins with six decimals.
+    pub earned: u64,
     /// The id's coins on the server when the run ended (`GET /balance/{id}`); `None` when the
     /// server does not say (a course server) or did not answer in time.
     pub server_coins: Option<i64>,
@@ -306,18 +332,65 @@ fn block_name(block: Option<u64>) -> String {
     }
 }
 
-/// Returns "N coins this run", with the server's balance when known.
-fn coins_text(coins: u64, server_coins: Option<i64>) -> String {
+/// Returns "N this run", with the server's balance when known: coins, or under PPLNS units
+/// shown as coins with six decimals.
+fn coins_text(coins: u64, server_coins: Option<i64>, scheme: Scheme) -> String {
+    let coins = scheme.coins(i128::from(coins));
     match server_coins {
-        Some(server) => format!("{coins} this run, {server} on the server"),
+        Some(server) => format!("{coins} this run, {} on the server", scheme.coins(server.into())),
         None => format!("{coins} this run"),
     }
 }
 
+/// How plain lines are written: which events, and how coins read.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// `-v`: every event in full (the search's start, proof, abort and timings; the balance
+    /// after each win); otherwise about one line per block.
+    pub verbose: bool,
+    /// How the pool pays, as its blocks have shown it so far.
+    pub scheme: Scheme,
+}
+
 impl Event {
-    /// Returns the plain text of this event: one line, or several for the summary.
+    /// Returns the plain text of this event as `-v` prints it, coins as a solo pool counts them:
+    /// one line, or several for the summary.
     pub fn to_plain(&self) -> String {
-        match self {
+        self.to_text(View { verbose: true, scheme: Scheme::Solo }).unwrap_or_default()
+    }
+
+    /// Returns the plain text of this event in `view`, or `None` when it is not printed there.
+    /// Without `-v` a block takes one line, in order: the block won, or who won it (under
+    /// PPLNS: who found it and what it paid this id), or why our proof was refused; the
+    /// search's own steps and timings are `-v` only.
+    pub fn to_text(&self, view: View) -> Option<String> {
+        let pplns = view.scheme == Scheme::Pplns;
+        if !view.verbose {
+            match self {
+                Event::SearchStarted { difficulty, kernel, threads, .. } => {
+                    return Some(format!(
+                        "mining at difficulty {difficulty} ({kernel} kernel, {threads} thread{})",
+                        if *threads == 1 { "" } else { "s" }
+                    ));
+                }
+                Event::SearchFinished { .. }
+                | Event::SearchAborted { .. }
+                | Event::Balance { .. }
+                | Event::NewBlock { ours: true, .. } => return None,
+                Event::Accepted { block, proof, coins, .. } => {
+                    return Some(if pplns {
+                        format!("{}: found by you with proof {proof}", block_name(*block))
+                    } else {
+                        format!(
+                            "{}: won with proof {proof} (coins: {coins} this run)",
+                            block_name(*block)
+                        )
+                    });
+                }
+                _ => {}
+            }
+        }
+        let plain = match self {
             Event::Connected { url, protocol } => format!("connected to {url} ({protocol})"),
             Event::ConnectFailed { url, error, retry_in_ms } => {
                 let delay = if *retry_in_ms < 1000 {
@@ -362,8 +435,35 @@ impl Event {
                 "won {} with proof {proof}: {message} (coins: {coins} this run)",
                 block_name(*block)
             ),
+            Event::NewBlock { block, finder, ours, payout, paid, paid_ids, earned } => {
+                let who = if *ours { format!("you ({finder})") } else { finder.clone() };
+                if *payout == "pplns" {
+                    format!(
+                        "{}: found by {who}, {paid_ids} id{} paid; you got {} ({} this run)",
+                        block_name(*block),
+                        if *paid_ids == 1 { "" } else { "s" },
+                        Scheme::Pplns.coins(i128::from(*paid)),
+                        Scheme::Pplns.coins(i128::from(*earned))
+                    )
+                } else if *ours {
+                    // Reported as the win it is (`Accepted`).
+                    return None;
+                } else {
+                    format!("{}: won by {who}", block_name(*block))
+                }
+            }
+            Event::Balance { id, coins, server_coins } if pplns => {
+                let _ = coins;
+                format!(
+                    "coins: {} on the server (id {id})",
+                    view.scheme.coins((*server_coins).into())
+                )
+            }
             Event::Balance { id, coins, server_coins } => {
-                format!("coins: {} (id {id})", coins_text(*coins, Some(*server_coins)))
+                format!(
+                    "coins: {} (id {id})",
+                    coins_text(*coins, Some(*server_coins), Scheme::Solo)
+                )
             }
             Event::Rejected { block, proof, reason, message, .. } => {
                 format!("{}: proof {proof} rejected ({reason}): {message}", block_name(*block))
@@ -410,12 +510,17 @@ impl Event {
             Event::Ignored { what } => format!("ignored from the server: {what}"),
             Event::ServerError { message } => format!("server error: {message}"),
             Event::Summary(s) => {
+                let (won, run, scheme) = if s.pplns || pplns {
+                    ("found", s.earned, Scheme::Pplns)
+                } else {
+                    ("won", s.coins, Scheme::Solo)
+                };
                 let mut text = format!(
-                    "summary: {} blocks won, coins: {}, proofs rejected: {} stale, {} invalid, \
+                    "summary: {} blocks {won}, coins: {}, proofs rejected: {} stale, {} invalid, \
                      {} searches aborted by a new block\n\
                      summary: {} attempts in {:.2}s of search ({} average), run time {:.2}s",
                     s.blocks_won,
-                    coins_text(s.coins, s.server_coins),
+                    coins_text(run, s.server_coins, scheme),
                     s.rejected_stale,
                     s.rejected_invalid,
                     s.aborted,
@@ -437,7 +542,8 @@ impl Event {
                 }
                 text
             }
-        }
+        };
+        Some(plain)
     }
 
     /// Returns true for events printed only with `--json` (one per share, or per target
@@ -479,6 +585,9 @@ impl Event {
             Event::SharesRefused { message } => Event::SharesRefused { message: s(message) },
             Event::Ignored { what } => Event::Ignored { what: s(what) },
             Event::ServerError { message } => Event::ServerError { message: s(message) },
+            Event::NewBlock { block, finder, ours, payout, paid, paid_ids, earned } => {
+                Event::NewBlock { block, finder: s(finder), ours, payout, paid, paid_ids, earned }
+            }
             other @ (Event::SearchStarted { .. }
             | Event::SearchFinished { .. }
             | Event::SearchAborted { .. }
@@ -513,8 +622,10 @@ impl Event {
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// One plain line per event.
+    /// Plain lines, about one per block (see [`Event::to_text`]).
     Plain,
+    /// `-v`: one plain line per event, timings included.
+    Verbose,
     /// One JSON object per line.
     Json,
     /// Only the summary.
@@ -530,6 +641,11 @@ struct Inner {
     format: Format,
     sink: Sink,
     bar: Option<ProgressBar>,
+    /// How the pool pays, as the blocks reported so far show it.
+    scheme: Scheme,
+    /// The search settings line last printed (plain, not `-v`): printed again only when they
+    /// change.
+    setup: Option<String>,
 }
 
 /// Where the session's events go. Cheap to clone; all clones share one sink.
@@ -542,7 +658,8 @@ impl Reporter {
     /// Returns a reporter that prints to stdout, with a live status line when stdout is a
     /// terminal and the format is plain.
     pub fn stdout(format: Format) -> Self {
-        let bar = (format == Format::Plain && std::io::stdout().is_terminal()).then(|| {
+        let plain = matches!(format, Format::Plain | Format::Verbose);
+        let bar = (plain && std::io::stdout().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
@@ -566,7 +683,8 @@ impl Reporter {
     }
 
     fn new(format: Format, sink: Sink, bar: Option<ProgressBar>) -> Self {
-        Reporter { inner: Arc::new(Mutex::new(Inner { format, sink, bar })) }
+        let inner = Inner { format, sink, bar, scheme: Scheme::Solo, setup: None };
+        Reporter { inner: Arc::new(Mutex::new(inner)) }
     }
 
     /// Reports one event, with every string in it sanitised (see [`crate::untrusted`]).
@@ -577,16 +695,37 @@ impl Reporter {
             // A panic while printing cannot leave the sink in a state worth refusing.
             Err(poisoned) => poisoned.into_inner(),
         };
-        let Inner { sink, bar, format } = &mut *inner;
+        let Inner { sink, bar, format, scheme, setup } = &mut *inner;
+        if let Event::NewBlock { payout: "pplns", .. } = &event {
+            *scheme = Scheme::Pplns;
+        }
         match sink {
             Sink::Channel(tx) => {
                 // The test that owns the receiver may have finished; nothing to do then.
                 let _ = tx.send(event);
             }
             Sink::Writer(out) => {
+                let view = |verbose| View { verbose, scheme: *scheme };
                 let text = match (*format, &event) {
-                    (Format::Plain, e) if e.is_json_only() => return,
-                    (Format::Quiet, Event::Summary(_)) | (Format::Plain, _) => event.to_plain(),
+                    (Format::Plain | Format::Verbose, e) if e.is_json_only() => return,
+                    (Format::Quiet, Event::Summary(_)) | (Format::Verbose, _) => {
+                        match event.to_text(view(true)) {
+                            Some(text) => text,
+                            None => return,
+                        }
+                    }
+                    (Format::Plain, _) => match event.to_text(view(false)) {
+                        // The search's settings: once, and again when they change.
+                        Some(text) if matches!(event, Event::SearchStarted { .. }) => {
+                            if setup.as_ref() == Some(&text) {
+                                return;
+                            }
+                            *setup = Some(text.clone());
+                            text
+                        }
+                        Some(text) => text,
+                        None => return,
+                    },
                     (Format::Json, _) => event.to_json_line(SystemTime::now()),
                     (Format::Quiet, _) => return,
                 };

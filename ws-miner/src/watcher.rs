@@ -202,15 +202,21 @@ fn winner(block: &Value) -> Option<String> {
     })
 }
 
-/// One line for `block`: `#42  won by alice  proof 1234567`, then the time since the block
-/// before (`previous_ts`, when it is the one printed last), or for the first block of a
-/// connection how long ago it was forged.
+/// One line for `block`: `#42  won by alice  proof 1234567` (a PPLNS pool's block, whose
+/// rewards add up to a million units: `#42  found by alice, 12 ids paid  proof 1234567`), then
+/// the time since the block before (`previous_ts`, when it is the one printed last), or for the
+/// first block of a connection how long ago it was forged.
 fn describe(block: &Value, previous_ts: Option<f64>, greeting: bool, now: SystemTime) -> String {
     let index = block.get("index");
-    let who = match winner(block) {
-        Some(who) => format!("won by {who}"),
-        None if index.and_then(Value::as_u64) == Some(1) => "genesis".to_owned(),
-        None => "no reward".to_owned(),
+    let pplns = protocol::Rewards::of(block).filter(|r| r.scheme() == protocol::Scheme::Pplns);
+    let who = match (winner(block), pplns) {
+        (Some(who), Some(rewards)) => {
+            let ids = rewards.paid.len();
+            format!("found by {who}, {ids} id{} paid", if ids == 1 { "" } else { "s" })
+        }
+        (Some(who), None) => format!("won by {who}"),
+        (None, _) if index.and_then(Value::as_u64) == Some(1) => "genesis".to_owned(),
+        (None, _) => "no reward".to_owned(),
     };
     let index = index.map_or("?".to_owned(), text_of);
     let proof = block.get("proof").map_or("?".to_owned(), text_of);
@@ -260,6 +266,10 @@ mod tests {
         check(won.clone(), Some(990.0), false, "#2  won by al\\u{1b}[2Jice  proof 7  +3.3s");
         check(won, Some(993.0), false, "#2  won by al\\u{1b}[2Jice  proof 7  +0.30s");
         check(json!({"index": "x", "transactions": "no"}), None, true, "#x  no reward  proof ?");
+        let pplns = json!({"index": 3, "proof": 8, "timestamp": 994.0, "transactions": [
+            {"sender": "0", "recipient": "bob", "amount": 999_999},
+            {"sender": "0", "recipient": "al", "amount": 1}]});
+        check(pplns, Some(993.3), false, "#3  found by al, 2 ids paid  proof 8  +0.70s");
     }
 
     #[test]

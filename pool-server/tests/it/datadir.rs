@@ -86,6 +86,24 @@ fn a_second_server_on_the_same_directory_exits_1_naming_the_first() {
 }
 
 #[test]
+fn the_start_up_line_says_the_payout_scheme() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let solo = spawn_binary(&dir.path().join("solo"), ZEROS).expect("starts");
+    assert!(solo.started.contains("payout: solo"), "{}", solo.started);
+    let pplns = crate::support::spawn_binary_with(
+        &dir.path().join("pplns"),
+        ZEROS,
+        &["--payout", "pplns", "--pplns-window", "5"],
+    )
+    .expect("starts");
+    assert!(
+        pplns.started.contains("payout: pplns over the last 5 blocks' work of shares"),
+        "{}",
+        pplns.started
+    );
+}
+
+#[test]
 fn the_lock_is_released_by_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -189,11 +207,10 @@ fn run_read_only(data: &Path, read_only: &Path) -> Option<(i32, String)> {
         .status()
         .is_ok_and(|s| s.success());
     if !available {
-        assert!(
-            std::env::var_os("REQUIRE_NAMESPACES").is_none(),
-            "REQUIRE_NAMESPACES is set but `unshare -rm` (user namespaces) is not available"
+        test_support::skip(
+            "REQUIRE_NAMESPACES",
+            "read-only data directory test: `unshare -rm` (user namespaces) is not available here",
         );
-        eprintln!("skipped: `unshare -rm` (user namespaces) is not available here");
         return None;
     }
     let script =

@@ -20,6 +20,7 @@ mod http;
 mod limits;
 mod pg;
 mod schemathesis;
+mod scripts;
 mod shares;
 mod storage;
 mod support;

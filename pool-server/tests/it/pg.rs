@@ -50,13 +50,9 @@ pub fn server_or_skip() -> Option<PgServer> {
     match PgServer::start() {
         Ok(pg) => Some(pg),
         Err(e) => {
-            assert!(
-                std::env::var_os("REQUIRE_POSTGRES").is_none(),
-                "REQUIRE_POSTGRES is set but PostgreSQL cannot start: {e:#}"
-            );
-            eprintln!(
-                "SKIPPED: PostgreSQL cannot start here: {e:#} \
-                 (scripts/setup installs it; set REQUIRE_POSTGRES=1 to make this fail)"
+            test_support::skip(
+                "REQUIRE_POSTGRES",
+                &format!("PostgreSQL cannot start here: {e:#} (scripts/setup installs it)"),
             );
             None
         }

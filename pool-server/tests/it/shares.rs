@@ -600,4 +600,9 @@ fn no_acknowledged_share_is_lost_to_a_kill_during_a_flood() {
             .map_or(0, |w| w["shares"].as_u64().expect("shares"));
         assert!(stored >= *acked, "c{c}: {acked} acknowledged, {stored} stored: {body}");
     }
+
+#[test]
+fn clients_read_pplns_units_as_the_server_mints_them() {
+    // ws-miner and the dashboard tell a PPLNS pool by a block's rewards adding up to this.
+    assert_eq!(protocol::reward::UNITS_PER_BLOCK, pool_server::payout::PPLNS_REWARD);
 }

@@ -267,6 +267,8 @@ pub struct Binary {
     pub addr: SocketAddr,
     /// Keeps draining stderr so the child never blocks on a full pipe.
     pub _log: mpsc::Receiver<String>,
+    /// The start-up line (`listening on ...`).
+    pub started: String,
 }
 
 /// Returns a channel that receives a child's output lines as they are printed (read on a
@@ -315,7 +317,7 @@ pub fn spawn_binary_with(
                     let addr =
                         rest.split_whitespace().next().expect("address").trim_end_matches(':');
                     let addr = addr.parse().expect("a socket address");
-                    return Ok(Binary { child, addr, _log: rx });
+                    return Ok(Binary { child, addr, _log: rx, started: line });
                 }
             }
             Err(e) => {

@@ -1,7 +1,7 @@
 //! Helpers the workspace's tests share, written once: a small seeded random generator, proofs
 //! found by brute force, the checks any client can make of a served chain, and the check of a
 //! race that exactly one proof won. A dev-dependency of `protocol`, `pool-server` and
-//! `ws-miner` only; it does no I/O.
+//! `ws-miner` only; it does no I/O but saying, on stderr, that a test is skipped.
 
 use protocol::{Block, Difficulty, to_python_json};
 use serde_json::Value;
@@ -118,6 +118,21 @@ pub fn assert_one_winner<'a>(answers: impl IntoIterator<Item = &'a Value>) {
         }
     }
     assert_eq!(winners, 1, "exactly one of {answered} concurrent valid proofs wins");
+}
+
+/// Says on the test process's own stderr that a test is skipped and why, in one line starting
+/// `SKIPPED`, which `scripts/test` shows and counts. (libtest captures `eprintln!` of a passing
+/// test, so a skip said that way never shows.)
+///
+/// # Panics
+/// When the environment variable `require` is set (CI sets each `REQUIRE_*`): what is missing
+/// there is a failure, not a skip.
+pub fn skip(require: &str, why: &str) {
+    use std::io::Write;
+    assert!(std::env::var_os(require).is_none(), "{require} is set, but {why}");
+    // One write of one line, so that tests running beside it cannot split it.
+    let line = format!("\nSKIPPED {why} (set {require}=1 to make this fail)\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 #[cfg(test)]

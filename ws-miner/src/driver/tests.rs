@@ -187,6 +187,7 @@ async fn play(once: bool, failing_sends: usize, cues: Vec<(usize, Cue)>) -> Run 
         failover: None,
         workers: None,
         shares_shown: (0, 0, 0, 0),
+        seen_block: None,
     };
     let mut script = Script {
         cues: cues.into(),

@@ -1,5 +1,5 @@
 //! The binary: configuration errors (exit 2), the id file, `--once` exit codes, `--json`, and
-//! Ctrl-C (summary, exit 130).
+//! Ctrl-C and SIGTERM (summary, exit 130).
 
 use crate::support::*;
 use std::io::{BufRead, BufReader};
@@ -171,8 +171,13 @@ async fn id_file_is_read_trimmed_and_once_exits_0_on_a_win_1_on_a_loss() {
     send(&mut ws, result_frame(true, "New Block Forged", None, 2)).await;
     let (code, lines) = bin.wait().await;
     assert_eq!(code, Some(0), "{lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("won block #2 with proof")
-        && l.ends_with("New Block Forged (coins: 1 this run)")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("block #2: won with proof ")
+                && l.ends_with(" (coins: 1 this run)")),
+        "{lines:#?}"
+    );
     assert!(lines.iter().any(|l| l.starts_with("summary: 1 blocks won")));
 
     // --id overrides the file; a rejection makes --once exit 1.
@@ -348,6 +353,60 @@ async fn ctrl_c_stops_the_workers_prints_the_summary_and_exits_130() {
     }
 }
 
+/// Sends `kill -SIGNAL PID`.
+fn kill(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Returns the `summary: ` lines among `lines`.
+fn summary_lines(lines: &[String]) -> Vec<&String> {
+    lines.iter().filter(|l| l.starts_with("summary: ")).collect()
+}
+
+#[tokio::test]
+async fn sigterm_prints_the_summary_as_ctrl_c_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--id", "c", "--threads", "2", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "sigterm"), NEVER)).await;
+    bin.line_containing("mining at difficulty 16").await;
+    kill("TERM", bin.pid);
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let summary = summary_lines(&lines);
+    assert_eq!(summary.len(), 2, "{lines:#?}");
+    assert!(summary[0].contains("0 blocks won"), "{summary:?}");
+}
+
+#[tokio::test]
+async fn two_sigints_at_once_still_print_the_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["-v", "--id", "c", "--threads", "2", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "two signals"), EASY)).await;
+    // A proof left unanswered: after the first signal the miner waits for its answer (up to
+    // 2 s), so a second signal surely comes while the summary is not printed yet.
+    recv_proof(&mut ws).await;
+    bin.line_containing("found proof").await;
+    // `timeout -s INT` signals the miner, then its whole process group: two signals at once.
+    // 20 ms apart, the first has surely been seen (closer ones may be merged into one).
+    kill("INT", bin.pid);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    kill("INT", bin.pid);
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(130), "{lines:#?}");
+    assert_eq!(summary_lines(&lines).len(), 2, "{lines:#?}");
+    drop(ws);
+}
+
 #[tokio::test]
 async fn a_pool_switch_is_one_json_event_and_one_plain_line() {
     for json in [true, false] {
@@ -389,4 +448,80 @@ async fn a_pool_switch_is_one_json_event_and_one_plain_line() {
             assert!(!lines.iter().any(|l| l.starts_with("cannot connect")), "{lines:#?}");
         }
     }
+}
+
+/// Returns block `index` paying `rewards` (recipient, amount) at its end, as a pool forges it.
+fn paying(index: u64, rewards: &[(&str, u64)]) -> serde_json::Value {
+    let mut b = block(index, "paid");
+    b["transactions"] = rewards
+        .iter()
+        .map(|(to, amount)| serde_json::json!({"sender": "0", "recipient": to, "amount": amount}))
+        .collect();
+    b
+}
+
+#[tokio::test]
+async fn a_block_takes_one_line_in_order_naming_who_won_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--id", "me", "--threads", "1", &url]);
+    let mut ws = server.accept().await;
+    // Block #2 is ours: the pool pushes the block it forged before it answers the proof, as
+    // pool-server does.
+    send(&mut ws, block_frame(&block(1, "classroom"), EASY)).await;
+    let proof = recv_proof(&mut ws).await;
+    send(&mut ws, block_frame(&paying(2, &[("me", 1)]), NEVER)).await;
+    send(&mut ws, result_frame(true, "New Block Forged", None, 2)).await;
+    bin.line_containing("block #2: won with proof").await;
+    // Block #3 is someone else's, while we search.
+    send(&mut ws, block_frame(&paying(3, &[("rival", 1)]), NEVER)).await;
+    bin.line_containing("block #3: won by rival").await;
+    kill("INT", bin.pid);
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(130), "{lines:#?}");
+    for line in &lines {
+        println!("{line}");
+    }
+    // The search's settings are said when they change (the test's difficulty does); beyond
+    // them, one line per block.
+    assert!(lines[1].starts_with("mining at difficulty 3 ("), "{lines:#?}");
+    let blocks: Vec<&String> = lines.iter().filter(|l| !l.starts_with("mining at ")).collect();
+    let expected = [
+        "connected to ",
+        &format!("block #2: won with proof {} (coins: 1 this run)", proof["proof"]),
+        "block #3: won by rival",
+        "summary: 1 blocks won, coins: 1 this run, ",
+        "summary: ",
+    ];
+    assert_eq!(blocks.len(), expected.len(), "{lines:#?}");
+    for (line, start) in blocks.iter().zip(expected) {
+        assert!(line.starts_with(start), "{line:?} should start with {start:?}: {lines:#?}");
+    }
+}
+
+#[tokio::test]
+async fn under_pplns_coins_read_with_their_fraction_and_blocks_are_found_not_won() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = WsServer::bind().await;
+    let url = format!("ws://{}/ws", server.addr);
+    let mut bin = Bin::start(dir.path(), &["--id", "me", "--threads", "1", &url]);
+    let mut ws = server.accept().await;
+    send(&mut ws, block_frame(&block(1, "pplns"), NEVER)).await;
+    bin.line_containing("mining at difficulty 16").await;
+    let split = [("rival", 600_000), ("me", 399_999), ("finder", 1)];
+    send(&mut ws, block_frame(&paying(2, &split), NEVER)).await;
+    let line = bin.line_containing("block #2: ").await;
+    assert_eq!(line, "block #2: found by finder, 3 ids paid; you got 0.399999 (0.399999 this run)");
+    send(&mut ws, block_frame(&paying(3, &[("rival", 999_999), ("finder", 1)]), NEVER)).await;
+    let line = bin.line_containing("block #3: ").await;
+    assert_eq!(line, "block #3: found by finder, 2 ids paid; you got 0.000000 (0.399999 this run)");
+    kill("INT", bin.pid);
+    let (code, lines) = bin.wait().await;
+    assert_eq!(code, Some(130), "{lines:#?}");
+    let summary = summary_lines(&lines);
+    assert!(
+        summary[0].starts_with("summary: 0 blocks found, coins: 0.399999 this run,"),
+        "{summary:?}"
+    );
 }

@@ -143,12 +143,73 @@ async fn the_binary_takes_ca_and_refuses_a_missing_file() {
     .expect("runner");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("won block #2"), "{stdout}");
+    assert!(stdout.contains("block #2: won with proof "), "{stdout}");
     let missing = vec!["--id".into(), "tess".into(), "--ca".into(), "/nonexistent/ca.pem".into()];
     let out = tokio::task::spawn_blocking(move || run(missing)).await.expect("runner");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--ca /nonexistent/ca.pem"), "{stderr}");
     println!("{stderr}");
+    pool.stop().await;
+}
+
+/// Makes a self-signed certificate for 127.0.0.1 the way a new user does, with OpenSSL 3's
+/// one-liner (which marks it `CA:TRUE`); returns the certificate's and the key's paths, or
+/// `None` after saying why when `openssl` cannot run here (a failure with `REQUIRE_OPENSSL`).
+fn openssl_self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status();
+    match made {
+        Ok(status) if status.success() => Some((cert, key)),
+        other => {
+            test_support::skip(
+                "REQUIRE_OPENSSL",
+                &format!("TLS test with an OpenSSL certificate: `openssl req` failed: {other:?}"),
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_openssl_self_signed_certificate_given_with_ca_is_trusted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some((cert, key)) = openssl_self_signed(dir.path()) else { return };
+    let pool = Pool::start_tls(EASY, &cert, &key).await;
+    for url in [format!("wss://{}/ws", pool.addr), format!("https://{}", pool.addr)] {
+        let mut cfg = tls_config(Some(&cert));
+        cfg.endpoint = endpoint(&url);
+        let mut miner = MinerRun::start(cfg);
+        let connected = miner
+            .wait_for("the first connection attempt", |e| match e {
+                Event::Connected { .. } => Some(Ok(())),
+                Event::ConnectFailed { error, .. } => Some(Err(error.clone())),
+                _ => None,
+            })
+            .await;
+        miner.stop().await;
+        assert_eq!(connected, Ok(()), "{url}");
+    }
+    // Pinning is to that certificate: another one made the same way is not trusted.
+    let other = tempfile::tempdir().expect("temp dir");
+    let Some((other_cert, _)) = openssl_self_signed(other.path()) else { return };
+    let mut cfg = tls_config(Some(&other_cert));
+    cfg.endpoint = endpoint(&format!("wss://{}/ws", pool.addr));
+    let mut miner = MinerRun::start(cfg);
+    let error = miner
+        .wait_for("a refused certificate", |e| match e {
+            Event::ConnectFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .await;
+    miner.stop().await;
+    assert!(error.contains("not trusted"), "{error}");
     pool.stop().await;
 }
