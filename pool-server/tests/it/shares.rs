@@ -600,6 +600,7 @@ fn no_acknowledged_share_is_lost_to_a_kill_during_a_flood() {
             .map_or(0, |w| w["shares"].as_u64().expect("shares"));
         assert!(stored >= *acked, "c{c}: {acked} acknowledged, {stored} stored: {body}");
     }
+}
 
 #[test]
 fn clients_read_pplns_units_as_the_server_mints_them() {
