@@ -47,7 +47,7 @@ async fn dashboard_shows_new_blocks_live_in_chromium() {
         3,
         pool_server::serve::Limits::default(),
         None,
-        pool_server::payout::Payout::Pplns { shares: 100 },
+        pool_server::payout::Payout::Pplns { window: 2 },
     )
     .await;
     // Two shares from "sharer", for the page's workers table.
