@@ -412,12 +412,11 @@ impl Chain {
         let successor = usize::try_from(index).ok().and_then(|i| self.blocks.get(i));
         let message = match successor {
             Some(next) => format!(
-                "block #{} was already won by {} {:.1} s ago (this proof is for block {index}); \
-                 mine on block {}",
+                "block #{} was already won by {} {:.1} s ago; mine on block #{}",
                 next.index,
                 next.winner().unwrap_or("nobody"),
                 (now - next.timestamp).max(0.0),
-                self.last().index
+                self.last().index + 1
             ),
             None => format!("block {index} was already mined on"),
         };

@@ -508,15 +508,18 @@ impl AppState {
             .workers(now - WORKER_WINDOW.as_secs_f64(), MAX_WORKERS)
             .await
             .map_err(AppError::from)?;
+        let idle_after = (self.inner.shares.interval * IDLE_INTERVALS).as_secs_f64();
         Ok(rows
             .into_iter()
             .map(|w| {
                 // Over the window, or since the miner's first share when that is shorter.
                 let span = (now - w.first_share)
                     .clamp(MIN_HASHRATE_SPAN.as_secs_f64(), WORKER_WINDOW.as_secs_f64());
+                // A miner that stopped is idle at once, not for the rest of the window.
+                let idle = now - w.last_share > idle_after;
                 Worker {
                     coins: self.coins(&w.id),
-                    hashrate: w.work / span,
+                    hashrate: if idle { 0.0 } else { w.work / span },
                     id: w.id,
                     shares: w.shares,
                     stale: w.stale,
@@ -585,6 +588,10 @@ pub const WORKER_WINDOW: std::time::Duration = std::time::Duration::from_secs(12
 /// The shortest span a hashrate is averaged over, so a miner's first share does not read as a
 /// burst.
 pub const MIN_HASHRATE_SPAN: std::time::Duration = std::time::Duration::from_secs(10);
+/// A miner without an accepted share for this many share intervals (vardiff keeps an active one at
+/// one or two shares an interval) is idle: its hashrate reads 0 while its shares stay in the
+/// window. At the default 500 ms, 10 s.
+pub const IDLE_INTERVALS: u32 = 20;
 /// The most miners `GET /workers` lists (those with the most work in the window).
 pub const MAX_WORKERS: usize = 100;
 

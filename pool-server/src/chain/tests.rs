@@ -22,8 +22,7 @@ fn win_then_stale_then_invalid() {
             Judgement::Rejected { reason: RejectReason::Stale, message } => {
                 assert_eq!(
                     message,
-                    "block #2 was already won by alice 1.5 s ago (this proof is for block 1); \
-                     mine on block 2"
+                    "block #2 was already won by alice 1.5 s ago; mine on block #3"
                 );
             }
             other => panic!("expected stale, got {other:?}"),

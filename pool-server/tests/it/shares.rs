@@ -607,3 +607,26 @@ fn clients_read_pplns_units_as_the_server_mints_them() {
     // ws-miner and the dashboard tell a PPLNS pool by a block's rewards adding up to this.
     assert_eq!(protocol::reward::UNITS_PER_BLOCK, pool_server::payout::PPLNS_REWARD);
 }
+
+/// A miner that stops reads as idle (0 H/s) after 20 share intervals, instead of keeping its
+/// hashrate for the rest of the 120 s window (issue 21).
+#[tokio::test]
+async fn a_stopped_miner_reads_idle_soon() {
+    let settings =
+        ShareSettings { interval: Duration::from_millis(100), start_bits: 5, min_bits: 2 };
+    let server = Server::start_with(ZEROS, Limits { shares: settings, ..limits(5) }).await;
+    let (mut ws, hello) = Ws::connect_and_greet(&server.ws_url()).await;
+    opt_in(&mut ws).await;
+    let mut proof = 0;
+    for _ in 0..3 {
+        proof = proof_with_bits(&hello["block"], 5, 12, proof + 1);
+        assert_eq!(send_proof(&mut ws, proof, "stopper", Some(1)).await["accepted"], true);
+    }
+    let rate = |w: &[Value]| w.iter().find(|w| w["id"] == "stopper").map(|w| w["hashrate"].clone());
+    let before = workers(&server).await;
+    assert!(rate(&before).and_then(|r| r.as_f64()).unwrap_or(0.0) > 0.0, "{before:?}");
+    // 20 intervals of 100 ms, and the figures' 250 ms reuse.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = workers(&server).await;
+    assert_eq!(rate(&after), Some(json!(0.0)), "{after:?}");
+}
