@@ -35,7 +35,8 @@ use crate::payout::Payout;
 use crate::storage::{
     Changes, CheckPending, FinderShare, Forged, Loaded, MAX_CHANGED_BLOCKS, MAX_KEPT_SHARES,
     MakeBlock, Queued, ShareBatch, ShareRow, ShareStore, ShareStored, Storage, StoredBlock,
-    Unavailable, WorkerDeltas, WorkerRow, decode_block, proof_to_i64, read_window, work_bucket,
+    Unavailable, WORK_BUCKET_SECONDS, WorkerRow, decode_block, proof_to_i64, read_window,
+    work_bucket,
 };
 
 /// The channel new blocks are announced on; the payload is the new height.
@@ -279,7 +280,10 @@ fn read_blocks(
 }
 
 /// Stores `shares` in the open transaction, each unless its proof was already stored for its
-/// block (on any frontend), in one multi-row insert. Returns what became of each share.
+/// block (on any frontend), and adds the stored ones to their miners' counts and work: one
+/// statement, whatever the number of shares (a multi-row insert, whose new rows feed the two
+/// upserts, in id order so that frontends writing at once never deadlock). Returns what became of
+/// each share.
 fn insert_shares(
     tx: &mut postgres::Transaction<'_>,
     shares: &[ShareRow],
@@ -298,72 +302,45 @@ fn insert_shares(
     let work: Vec<f64> = shares.iter().map(|s| share_work(s.bits)).collect();
     let ts: Vec<f64> = shares.iter().map(|s| s.ts).collect();
     let rows = tx.query(
-        "INSERT INTO pool_shares (block, proof, id, bits, work, ts) \
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::integer[], \
-                              $5::double precision[], $6::double precision[]) \
-         ON CONFLICT (block, proof) DO NOTHING RETURNING block, proof",
-        &[&blocks, &proofs, &ids, &bits, &work, &ts],
+        "WITH ins AS ( \
+             INSERT INTO pool_shares (block, proof, id, bits, work, ts) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::integer[], \
+                                  $5::double precision[], $6::double precision[]) \
+             ON CONFLICT (block, proof) DO NOTHING \
+             RETURNING block, proof, id, work, ts), \
+         counts AS ( \
+             INSERT INTO pool_workers (id, shares, stale, invalid, first_share, last_share) \
+             SELECT id, count(*), 0, 0, min(ts), max(ts) FROM ins GROUP BY id ORDER BY id \
+             ON CONFLICT (id) DO UPDATE \
+             SET shares = pool_workers.shares + excluded.shares, \
+                 first_share = LEAST(pool_workers.first_share, excluded.first_share), \
+                 last_share = GREATEST(pool_workers.last_share, excluded.last_share)), \
+         buckets AS ( \
+             INSERT INTO pool_share_work (id, bucket, work) \
+             SELECT id, floor(ts / $7)::bigint, sum(work) FROM ins GROUP BY 1, 2 ORDER BY 1, 2 \
+             ON CONFLICT (id, bucket) DO UPDATE \
+             SET work = pool_share_work.work + excluded.work) \
+         SELECT block, proof FROM ins",
+        &[&blocks, &proofs, &ids, &bits, &work, &ts, &WORK_BUCKET_SECONDS],
     )?;
     let mut inserted = std::collections::HashSet::with_capacity(rows.len());
     for row in rows {
         inserted.insert((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?));
     }
     // A proof twice in one batch is stored once: the first is it, the other a duplicate.
-    let results: Vec<ShareStored> =
-        blocks
-            .iter()
-            .zip(&proofs)
-            .map(|(b, p)| {
+    Ok(blocks
+        .iter()
+        .zip(&proofs)
+        .map(
+            |(b, p)| {
                 if inserted.remove(&(*b, *p)) {
                     ShareStored::Stored
                 } else {
                     ShareStored::Duplicate
                 }
-            })
-            .collect();
-    Ok(results)
-}
-
-/// Adds stored shares' figures to their miners' rows, in the open transaction: one upsert of
-/// the counts and one of the work, in id order (so that frontends writing at once never
-/// deadlock).
-fn add_worker_figures(
-    tx: &mut postgres::Transaction<'_>,
-    deltas: &WorkerDeltas,
-) -> Result<(), Fail> {
-    if deltas.is_empty() {
-        return Ok(());
-    }
-    let (mut ids, mut counts, mut firsts, mut lasts) = (vec![], vec![], vec![], vec![]);
-    let (mut work_ids, mut buckets, mut works) = (vec![], vec![], vec![]);
-    for (id, d) in &deltas.0 {
-        ids.push(id.as_str());
-        counts.push(d.shares);
-        firsts.push(d.first);
-        lasts.push(d.last);
-        for (bucket, w) in &d.work {
-            work_ids.push(id.as_str());
-            buckets.push(*bucket);
-            works.push(*w);
-        }
-    }
-    tx.execute(
-        "INSERT INTO pool_workers (id, shares, stale, invalid, first_share, last_share) \
-         SELECT t.id, t.n, 0, 0, t.f, t.l FROM UNNEST($1::text[], $2::bigint[], \
-             $3::double precision[], $4::double precision[]) AS t(id, n, f, l) \
-         ON CONFLICT (id) DO UPDATE \
-         SET shares = pool_workers.shares + excluded.shares, \
-             first_share = LEAST(pool_workers.first_share, excluded.first_share), \
-             last_share = GREATEST(pool_workers.last_share, excluded.last_share)",
-        &[&ids, &counts, &firsts, &lasts],
-    )?;
-    tx.execute(
-        "INSERT INTO pool_share_work (id, bucket, work) \
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::double precision[]) \
-         ON CONFLICT (id, bucket) DO UPDATE SET work = pool_share_work.work + excluded.work",
-        &[&work_ids, &buckets, &works],
-    )?;
-    Ok(())
+            },
+        )
+        .collect())
 }
 
 /// Reads the PPLNS window (see [`read_window`]) a chunk of rows at a time, so a forge reads
@@ -665,7 +642,6 @@ impl Storage for PgStore {
                 // A winning proof is new for its block: nothing to count twice.
                 let row = finder.row(&block);
                 insert_shares(&mut tx, std::slice::from_ref(&row))?;
-                add_worker_figures(&mut tx, &WorkerDeltas::of([&row]))?;
             }
             tx.execute("UPDATE pool_head SET height = $1", &[&idx])?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &idx.to_string()])?;
@@ -719,12 +695,9 @@ impl ShareStore for PgShares {
         refused.sort_by(|a, b| a.0.cmp(&b.0));
         self.conn.run("storing shares", |client, committing| {
             let mut tx = client.transaction()?;
+            // Frontends come and go: each batch stores its own figures (in the same statement),
+            // so none waits in a frontend's memory.
             let results = insert_shares(&mut tx, &batch.shares)?;
-            // Frontends come and go: each batch stores its own figures (one statement for all
-            // of its miners), so none waits in a frontend's memory.
-            let stored =
-                batch.shares.iter().zip(&results).filter(|(_, r)| **r == ShareStored::Stored);
-            add_worker_figures(&mut tx, &WorkerDeltas::of(stored.map(|(s, _)| s)))?;
             if !refused.is_empty() {
                 let ids: Vec<&str> = refused.iter().map(|r| r.0.as_str()).collect();
                 let mut stale = Vec::with_capacity(refused.len());
