@@ -26,6 +26,7 @@ mod common;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use common::procs::{TICKS_PER_SECOND, cpus_allowed, stat_fields};
 use common::{RawFrame, RawWebSocket, check_fd_limit};
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientMessage, Difficulty, ProofSubmission, to_python_json};
@@ -304,33 +305,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `/proc/PID/stat` counts CPU time in clock ticks of 1/100 s (`USER_HZ`, fixed on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
-
 /// User plus system CPU time of a process, every thread included, in clock ticks.
 fn cpu_ticks(pid: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which is in parentheses and may hold spaces): state is the
-    // 3rd field, utime the 14th and stime the 15th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    Ok(field(14).context("no utime")? + field(15).context("no stime")?)
-}
-
-/// The CPUs a process may run on, as `/proc/PID/status` lists them.
-fn cpus_allowed(pid: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "?".to_owned())
+    Ok(stat_fields(pid)?.0)
 }
 
 /// The server's fan-out histogram: (upper bound in seconds, cumulative count), `+Inf` last.
