@@ -38,7 +38,7 @@ mod common;
 use anyhow::{Context, bail};
 use clap::Parser;
 use common::procs::{Cpu, Server, cpus_allowed, print_machine};
-use common::{RawFrame, RawWebSocket, check_fd_limit};
+use common::{RawFrame, RawWebSocket, check_fd_limit, rand_u32};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientMessage, Difficulty, ProofSubmission, to_python_json};
@@ -823,13 +823,6 @@ fn find_proof(block: &Value, difficulty: Difficulty) -> anyhow::Result<u64> {
 }
 
 /// A cheap per-call random number (no crate needed for spreading start points).
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(u64::try_from(Instant::now().elapsed().as_nanos()).unwrap_or(0));
-    h.finish() as u32
-}
-
 fn error(errors: &AtomicU64, what: &str) {
     if errors.fetch_add(1, Ordering::Relaxed) < 10 {
         eprintln!("error: {what}");

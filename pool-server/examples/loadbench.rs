@@ -27,7 +27,7 @@ mod common;
 use anyhow::{Context, bail};
 use clap::Parser;
 use common::procs::{TICKS_PER_SECOND, cpus_allowed, stat_fields};
-use common::{RawFrame, RawWebSocket, check_fd_limit};
+use common::{RawFrame, RawWebSocket, check_fd_limit, rand_u32};
 use futures_util::{SinkExt, StreamExt};
 use protocol::{ClientMessage, Difficulty, ProofSubmission, to_python_json};
 use serde_json::Value;
@@ -530,13 +530,6 @@ async fn miner(url: String, id: String, shared: Arc<Shared>) -> anyhow::Result<(
 }
 
 /// A cheap per-call random number (no crate needed for spreading start points).
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(u64::try_from(Instant::now().elapsed().as_nanos()).unwrap_or(0));
-    h.finish() as u32
-}
-
 /// The server's resident memory in KiB, from `/proc/PID/status`.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

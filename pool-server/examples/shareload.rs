@@ -26,8 +26,8 @@ mod common;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use common::check_fd_limit;
-use common::procs::{Cpu, Server, print_machine, stat_fields};
+use common::procs::{Cpu, Server, print_machine};
+use common::{check_fd_limit, rand_u32};
 use futures_util::{SinkExt, StreamExt};
 use protocol::share::leading_zero_bits;
 use protocol::{Block, ProofChecker, to_python_json};
@@ -215,7 +215,7 @@ async fn phase(
     ready.wait().await;
     // A second for the paced senders to settle, then count.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu_start = cpu(pids, pg)?;
+    let cpu_start = Cpu::of_pids(pids, pg)?;
     let start = (
         counters.sent.load(Ordering::Relaxed),
         counters.accepted.load(Ordering::Relaxed),
@@ -230,7 +230,7 @@ async fn phase(
         counters.accepted.load(Ordering::Relaxed),
         counters.refused.load(Ordering::Relaxed),
     );
-    let used = cpu(pids, pg)?.since(&cpu_start);
+    let used = Cpu::of_pids(pids, pg)?.since(&cpu_start);
     stop.cancel();
     for t in tasks {
         let _ = t.await;
@@ -245,18 +245,6 @@ async fn phase(
         used.describe(accepted, "accepted share")
     );
     Ok(Measured { rate })
-}
-
-fn cpu(pids: &[u32], pg: Option<u32>) -> anyhow::Result<Cpu> {
-    let mut servers = 0;
-    for pid in pids {
-        servers += stat_fields(&pid.to_string())?.0;
-    }
-    Ok(Cpu {
-        servers,
-        postgres: pg.map(common::procs::postgres_ticks).transpose()?,
-        bench: stat_fields("self")?.0,
-    })
 }
 
 /// The block a server pushes first; `None` from the echo server (any proof will do).
@@ -362,13 +350,6 @@ async fn connection(
             Ok(())
         }
     }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
-    h.finish() as u32
 }
 
 /// The echo server as a child process of the bench (this program with `--serve-echo`).

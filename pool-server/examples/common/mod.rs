@@ -141,6 +141,14 @@ fn parse_header(buf: &[u8]) -> anyhow::Result<Option<(u8, std::ops::Range<usize>
     Ok((buf.len() >= end).then(|| (b0 & 0x0f, header..end)))
 }
 
+/// A random number that is good enough to spread a bench's timers (not for anything secret).
+pub fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::try_from(std::time::Instant::now().elapsed().as_nanos()).unwrap_or(0));
+    h.finish() as u32
+}
+
 /// Fails early, with the fix, when the open-files limit cannot hold every connection.
 pub fn check_fd_limit(connections: usize) -> anyhow::Result<()> {
     let limits =

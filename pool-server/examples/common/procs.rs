@@ -54,12 +54,18 @@ pub struct Cpu {
 
 impl Cpu {
     pub fn read(servers: &[Server], pg: Option<u32>) -> anyhow::Result<Cpu> {
-        let mut servers_ticks = 0;
-        for s in servers {
-            servers_ticks += stat_fields(&s.pid().to_string())?.0;
+        let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+        Cpu::of_pids(&pids, pg)
+    }
+
+    /// As [`Cpu::read`], for the server processes `pids` (which need not be `Server`s).
+    pub fn of_pids(pids: &[u32], pg: Option<u32>) -> anyhow::Result<Cpu> {
+        let mut servers = 0;
+        for pid in pids {
+            servers += stat_fields(&pid.to_string())?.0;
         }
         Ok(Cpu {
-            servers: servers_ticks,
+            servers,
             postgres: pg.map(postgres_ticks).transpose()?,
             bench: stat_fields("self")?.0,
         })
